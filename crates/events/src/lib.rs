@@ -1,0 +1,42 @@
+//! The contract every Keel module programs against.
+//!
+//! This crate is a leaf: it depends on no workspace crate, and every line in it couples every
+//! module, so it stays small on purpose. It holds
+//!
+//! - the event [`envelope`] and the v1 event types of the [`catalog`] — domain facts in the
+//!   past tense, carrying ids, never snapshots;
+//! - the [`context`] (correlation and causation ids) that follows a chain without being
+//!   threaded by hand;
+//! - the ports: [`outbox`] (publish inside your own transaction), [`jobs`] (enqueue and run
+//!   background work), [`listeners`] (react to events), [`queries`] (ask another module for
+//!   what you need without importing it), [`clock`] (injected time);
+//! - the shape of a [`module`] as the app wires it, its [`migration`]s, the database handle
+//!   ([`db`]) and the HTTP error contract ([`http`]).
+//!
+//! What it must never hold: business rules, SQL against a module's tables, or anything from
+//! the runtime crate.
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod clock;
+pub mod context;
+pub mod db;
+pub mod envelope;
+pub mod http;
+pub mod jobs;
+pub mod listeners;
+pub mod migration;
+pub mod module;
+pub mod outbox;
+pub mod queries;
+
+pub use catalog::{ImportCompleted, InvoiceIssued, InvoicePaid, RecordCreated};
+pub use clock::{Clock, SystemClock};
+pub use context::{CorrelationId, TraceContext};
+pub use db::{Backend, Db, DbConn};
+pub use envelope::{Event, EventEnvelope, EventKey};
+pub use jobs::{Job, JobContext, JobError, JobHandler, JobQueue, NewJob};
+pub use listeners::{Listener, ListenerError};
+pub use migration::Migration;
+pub use module::Module;
+pub use outbox::{Outbox, PublishError};

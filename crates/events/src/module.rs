@@ -1,0 +1,43 @@
+//! The shape of a module as the app wires it: its routes, listeners, jobs and migrations.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::envelope::EventKey;
+use crate::jobs::JobHandler;
+use crate::listeners::Listener;
+use crate::migration::Migration;
+
+/// Everything one bounded context hands to the app.
+pub struct Module {
+    /// The module's name, e.g. `billing`; its tables start with `<name>_`.
+    pub name: &'static str,
+    /// Its schema.
+    pub migrations: Vec<Migration>,
+    /// The events it publishes (its side of the contract).
+    pub publishes: Vec<EventKey>,
+    /// How it reacts to events.
+    pub listeners: Vec<Arc<dyn Listener>>,
+    /// The background work it runs.
+    pub jobs: Vec<Arc<dyn JobHandler>>,
+    /// Its HTTP routes, state already applied.
+    pub routes: axum::Router,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.name)
+            .field("migrations", &self.migrations.len())
+            .field("publishes", &self.publishes)
+            .field(
+                "listeners",
+                &self.listeners.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "jobs",
+                &self.jobs.iter().map(|j| j.job_type()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
