@@ -29,9 +29,7 @@ impl CorrelationId {
 
     /// Accepts a caller-supplied id, or `None` when it is empty, too long or not printable.
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 128
-            && raw.bytes().all(|b| b.is_ascii_graphic());
+        let ok = !raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic());
         ok.then(|| Self(raw.to_owned()))
     }
 

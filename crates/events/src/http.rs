@@ -77,7 +77,11 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             // 57P01 admin_shutdown (pg_terminate_backend), 57P03 cannot_connect_now,
             // 08xxx connection exceptions; SQLite's BUSY/LOCKED after the busy timeout.
             let code = db.code().unwrap_or_default();
-            code == "57P01" || code == "57P03" || code.starts_with("08") || code == "5" || code == "6"
+            code == "57P01"
+                || code == "57P03"
+                || code.starts_with("08")
+                || code == "5"
+                || code == "6"
         }
         _ => false,
     }

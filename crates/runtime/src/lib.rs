@@ -1,1 +1,225 @@
-//! Runtime.
+//! Keel's infrastructure: storage, the transactional outbox, named queues and the workers
+//! that drain them.
+//!
+//! The runtime implements the ports of the `events` crate ([`events::Outbox`],
+//! [`events::JobQueue`]) and knows no domain module: modules hand it their listeners, job
+//! handlers and migrations as an [`events::Module`], and it runs them.
+//!
+//! How an event travels: a domain publishes inside its own transaction → [`outbox`] writes
+//! the event row and one job per subscribed listener on the `events` queue → a [`worker`]
+//! claims the job, runs the listener in a transaction that also records it in the inbox →
+//! the listener enqueues its own jobs (`webhooks`, `emails`, …) → workers run those with
+//! retries on the queue's [`policy`], dead-lettering after the last attempt.
+
+pub mod admin;
+pub mod alerts;
+pub mod error;
+pub mod migrate;
+pub mod outbox;
+pub mod policy;
+pub mod queue;
+pub mod registry;
+pub mod schema;
+pub mod storage;
+pub mod wake;
+pub mod worker;
+
+pub use error::RuntimeError;
+pub use policy::{QueuePolicy, RuntimeConfig};
+pub use registry::Registry;
+pub use storage::connect;
+
+use std::sync::Arc;
+
+use events::{Backend, Clock, Db, JobQueue, Module, Outbox};
+use tokio::sync::watch;
+
+use crate::alerts::AlertSink;
+use crate::outbox::SqlOutbox;
+use crate::queue::SqlJobQueue;
+use crate::wake::Wakers;
+use crate::worker::{Shared, WorkerPool};
+
+/// The runtime as the app wires it: storage, outbox, queue, registry and workers.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    db: Db,
+    database_url: String,
+    clock: Arc<dyn Clock>,
+    config: Arc<RuntimeConfig>,
+    registry: Arc<Registry>,
+    wakers: Arc<Wakers>,
+    queue: Arc<SqlJobQueue>,
+    outbox: Arc<SqlOutbox>,
+    alerts: Arc<dyn AlertSink>,
+}
+
+impl Runtime {
+    /// A runtime over a connected database (see [`connect`]).
+    pub fn new(
+        db: Db,
+        database_url: impl Into<String>,
+        clock: Arc<dyn Clock>,
+        config: RuntimeConfig,
+        alerts: Arc<dyn AlertSink>,
+    ) -> Self {
+        let config = Arc::new(config);
+        let registry = Arc::new(Registry::default());
+        let wakers = Arc::new(Wakers::new(config.queues.keys()));
+        let queue = Arc::new(SqlJobQueue::new(
+            db.backend(),
+            clock.clone(),
+            config.clone(),
+            wakers.clone(),
+        ));
+        let outbox = Arc::new(SqlOutbox::new(
+            registry.clone(),
+            clock.clone(),
+            queue.clone(),
+        ));
+        Self {
+            db,
+            database_url: database_url.into(),
+            clock,
+            config,
+            registry,
+            wakers,
+            queue,
+            outbox,
+            alerts,
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The queue and timing configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The publishing port to hand to modules.
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
+        self.outbox.clone()
+    }
+
+    /// The job port to hand to modules.
+    pub fn jobs(&self) -> Arc<dyn JobQueue> {
+        self.queue.clone()
+    }
+
+    /// The registry of job types and listeners.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Registers the modules' listeners and job handlers.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Wiring`] on duplicates or unconfigured queues.
+    pub fn install(&self, modules: &[&Module]) -> Result<(), RuntimeError> {
+        self.registry
+            .install(modules, &self.db, self.jobs(), &self.config)
+    }
+
+    /// Applies the runtime's and the modules' migrations.
+    ///
+    /// # Errors
+    /// See [`migrate::run`].
+    pub async fn migrate(&self, modules: &[&Module]) -> Result<usize, RuntimeError> {
+        let sets: Vec<&[events::Migration]> =
+            modules.iter().map(|m| m.migrations.as_slice()).collect();
+        migrate::run(&self.db, &sets).await
+    }
+
+    /// Starts workers for `queues` (all configured queues when `None`).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Wiring`] for an unknown queue; a database error when the worker
+    /// cannot register.
+    pub async fn start_workers(
+        &self,
+        queues: Option<Vec<String>>,
+    ) -> Result<Workers, RuntimeError> {
+        let queues = match queues {
+            Some(qs) => {
+                if let Some(unknown) = qs.iter().find(|q| !self.config.queues.contains_key(*q)) {
+                    return Err(RuntimeError::Wiring(format!(
+                        "queue `{unknown}` is not configured (known: {})",
+                        self.config
+                            .queues
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                qs
+            }
+            None => self.config.queues.keys().cloned().collect(),
+        };
+        let shared = Arc::new(Shared {
+            db: self.db.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+            wakers: self.wakers.clone(),
+            alerts: self.alerts.clone(),
+            worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+        });
+        let (listen_stop, listen_rx) = watch::channel(false);
+        let listener = (self.db.backend() == Backend::Postgres).then(|| {
+            tokio::spawn(wake::listen_postgres(
+                self.database_url.clone(),
+                self.wakers.clone(),
+                listen_rx,
+            ))
+        });
+        let pool = WorkerPool::start(shared, queues).await?;
+        Ok(Workers {
+            pool,
+            listen_stop,
+            listener,
+        })
+    }
+
+    /// Wakes every queue's loop in this process (after a replay, or when a test moved the
+    /// clock).
+    pub fn wake_all(&self) {
+        self.wakers.wake_all();
+    }
+}
+
+/// Running workers; call [`Workers::shutdown`] to stop them gracefully.
+#[derive(Debug)]
+pub struct Workers {
+    pool: WorkerPool,
+    listen_stop: watch::Sender<bool>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Stops claiming, finishes or hands back in-flight jobs, and stops listening.
+    pub async fn shutdown(self) {
+        self.pool.shutdown().await;
+        let _ = self.listen_stop.send(true);
+        if let Some(l) = self.listener {
+            let _ = l.await;
+        }
+    }
+
+    /// Runs one heartbeat/maintenance round now.
+    ///
+    /// # Errors
+    /// Fails when the database does.
+    pub async fn maintain_now(&self) -> Result<(), sqlx::Error> {
+        self.pool.maintain_now().await
+    }
+}

@@ -1,0 +1,59 @@
+//! Applies the runtime's and the modules' migrations, in version order, under a lock.
+//!
+//! sqlx's migrator does the work (checksums, PostgreSQL advisory locking so several
+//! replicas can start at once), but in Keel's own `keel_migrations` table: an application's
+//! `_sqlx_migrations` is never touched.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use events::{Backend, Db, Migration};
+use sqlx::AssertSqlSafe;
+use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
+
+use crate::error::RuntimeError;
+use crate::schema;
+
+/// The table that records applied migrations.
+pub const TABLE: &str = "keel_migrations";
+
+/// Applies every pending migration of the runtime and of `modules`.
+///
+/// # Errors
+/// Fails when two migrations share a version, when an applied migration was edited
+/// (checksum mismatch), or when the database refuses one.
+pub async fn run(db: &Db, modules: &[&[Migration]]) -> Result<usize, RuntimeError> {
+    let mut all: BTreeMap<i64, Migration> = BTreeMap::new();
+    for migration in schema::MIGRATIONS
+        .iter()
+        .chain(modules.iter().flat_map(|m| m.iter()))
+    {
+        if let Some(previous) = all.insert(migration.version, *migration) {
+            return Err(RuntimeError::Wiring(format!(
+                "migration version {} is used twice: `{}` and `{}`",
+                migration.version, previous.description, migration.description
+            )));
+        }
+    }
+    let migrations: Vec<SqlxMigration> = all
+        .values()
+        .map(|m| {
+            let sql = match db.backend() {
+                Backend::Sqlite => m.sqlite,
+                Backend::Postgres => m.postgres,
+            };
+            SqlxMigration::new(
+                m.version,
+                Cow::Borrowed(m.description),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(sql)),
+                false,
+            )
+        })
+        .collect();
+    let count = migrations.len();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name(TABLE);
+    migrator.run(db.pool()).await?;
+    Ok(count)
+}

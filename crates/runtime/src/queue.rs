@@ -1,0 +1,133 @@
+//! The job queue port: enqueue inside the caller's transaction, dedupe unique jobs, and the
+//! inbox guard that makes a handler's second run a no-op.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use events::{Backend, Clock, DbConn, JobQueue, NewJob, TraceContext};
+use uuid::Uuid;
+
+use crate::policy::RuntimeConfig;
+use crate::wake::Wakers;
+
+/// Jobs stored in `keel_jobs`.
+#[derive(Debug)]
+pub struct SqlJobQueue {
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+    config: Arc<RuntimeConfig>,
+    wakers: Arc<Wakers>,
+}
+
+impl SqlJobQueue {
+    /// A queue writing on `backend`, waking local workers through `wakers`.
+    pub fn new(
+        backend: Backend,
+        clock: Arc<dyn Clock>,
+        config: Arc<RuntimeConfig>,
+        wakers: Arc<Wakers>,
+    ) -> Self {
+        Self {
+            backend,
+            clock,
+            config,
+            wakers,
+        }
+    }
+
+    /// Enqueues with an explicit trace context (the outbox uses it so a listener delivery
+    /// names its event as cause).
+    ///
+    /// # Errors
+    /// Fails on an unknown queue or when the insert fails.
+    pub async fn insert(
+        &self,
+        conn: &mut DbConn,
+        job: NewJob,
+        trace: &TraceContext,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        if !self.config.queues.contains_key(&job.queue) {
+            return Err(sqlx::Error::Configuration(
+                format!("queue `{}` is not configured", job.queue).into(),
+            ));
+        }
+        let policy = self.config.policy_for(&job.queue, &job.job_type);
+        let now = self.clock.now();
+        let run_at = job.run_at.unwrap_or(now);
+        let state = if run_at > now {
+            "scheduled"
+        } else {
+            "available"
+        };
+        let id = Uuid::now_v7();
+        let idempotency_key = match &job.unique_key {
+            Some(key) => format!("{}:{key}", job.job_type),
+            None => id.to_string(),
+        };
+        let max_attempts = job.max_attempts.unwrap_or(policy.max_attempts).max(1);
+        let inserted = sqlx::query(
+            "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
+             max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (job_type, unique_key) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(&job.queue)
+        .bind(&job.job_type)
+        .bind(job.payload.to_string())
+        .bind(state)
+        .bind(job.priority)
+        .bind(run_at.timestamp_millis())
+        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+        .bind(job.unique_key.as_deref())
+        .bind(idempotency_key)
+        .bind(trace.correlation_id.as_str())
+        .bind(trace.causation_id.map(|c| c.to_string()))
+        .bind(now.timestamp_millis())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(None);
+        }
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::wake::CHANNEL)
+                .bind(&job.queue)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // Before commit: a local worker that wakes now queues behind this transaction's
+        // write lock (SQLite) or finds nothing and waits for the NOTIFY sent at commit
+        // (PostgreSQL); either way nothing is missed.
+        self.wakers.wake(&job.queue);
+        Ok(Some(id))
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqlJobQueue {
+    async fn enqueue(&self, conn: &mut DbConn, job: NewJob) -> Result<Option<Uuid>, sqlx::Error> {
+        let trace = TraceContext::current_or_new();
+        self.insert(conn, job, &trace).await
+    }
+
+    async fn mark_processed(
+        &self,
+        conn: &mut DbConn,
+        handler: &str,
+        key: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO keel_inbox (handler, key, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (handler, key) DO NOTHING",
+        )
+        .bind(handler)
+        .bind(key)
+        .bind(self.clock.now().timestamp_millis())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}

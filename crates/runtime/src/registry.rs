@@ -1,0 +1,206 @@
+//! Which job types and listeners exist, filled once when the app wires its modules.
+//!
+//! The outbox asks it who subscribes to an event; workers ask it who runs a job type. A
+//! listener is run as a job of type `listener:<name>` on the `events` queue, so every
+//! listener gets its own delivery, attempts and dead letters.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use events::jobs::JobDetail;
+use events::{Db, EventEnvelope, JobContext, JobError, JobHandler, JobQueue, Listener, Module};
+use serde_json::json;
+
+use crate::error::RuntimeError;
+use crate::policy::RuntimeConfig;
+
+/// The queue listener deliveries run on.
+pub const EVENTS_QUEUE: &str = "events";
+
+/// The job type of a listener's deliveries.
+pub fn listener_job_type(listener: &str) -> String {
+    format!("listener:{listener}")
+}
+
+/// The wired job handlers and listeners.
+#[derive(Default)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+    /// Event name → names of the listeners that consume it.
+    subscribers: HashMap<String, Vec<&'static str>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.read();
+        let mut types: Vec<_> = inner.handlers.keys().collect();
+        types.sort();
+        f.debug_struct("Registry")
+            .field("job_types", &types)
+            .finish()
+    }
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A poisoned lock only means a panic happened while registering; the maps are
+        // still whole, so keep serving them.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers every module's job handlers and listeners.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Wiring`] when a job type or listener name is registered twice, or a
+    /// handler names a queue that has no policy.
+    pub fn install(
+        &self,
+        modules: &[&Module],
+        db: &Db,
+        jobs: Arc<dyn JobQueue>,
+        config: &RuntimeConfig,
+    ) -> Result<(), RuntimeError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for module in modules {
+            for handler in &module.jobs {
+                let job_type = handler.job_type().to_owned();
+                if !config.queues.contains_key(handler.queue()) {
+                    return Err(RuntimeError::Wiring(format!(
+                        "job type `{job_type}` runs on queue `{}`, which is not configured",
+                        handler.queue()
+                    )));
+                }
+                if inner
+                    .handlers
+                    .insert(job_type.clone(), handler.clone())
+                    .is_some()
+                {
+                    return Err(RuntimeError::Wiring(format!(
+                        "job type `{job_type}` is registered twice"
+                    )));
+                }
+            }
+            for listener in &module.listeners {
+                let job_type = listener_job_type(listener.name());
+                let runner = Arc::new(ListenerRunner {
+                    listener: listener.clone(),
+                    db: db.clone(),
+                    jobs: jobs.clone(),
+                });
+                if inner.handlers.insert(job_type, runner).is_some() {
+                    return Err(RuntimeError::Wiring(format!(
+                        "listener `{}` is registered twice",
+                        listener.name()
+                    )));
+                }
+                let mut names: Vec<&'static str> =
+                    listener.consumes().iter().map(|k| k.name).collect();
+                names.dedup();
+                for name in names {
+                    inner
+                        .subscribers
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push(listener.name());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers one extra handler (the runtime's own jobs, or a test's).
+    pub fn add_handler(&self, handler: Arc<dyn JobHandler>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner
+            .handlers
+            .insert(handler.job_type().to_owned(), handler);
+    }
+
+    /// The handler of a job type.
+    pub fn handler(&self, job_type: &str) -> Option<Arc<dyn JobHandler>> {
+        self.read().handlers.get(job_type).cloned()
+    }
+
+    /// The listeners subscribed to an event name.
+    pub fn subscribers(&self, event_name: &str) -> Vec<&'static str> {
+        self.read()
+            .subscribers
+            .get(event_name)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Runs one listener for one stored event, exactly once in effect.
+struct ListenerRunner {
+    listener: Arc<dyn Listener>,
+    db: Db,
+    jobs: Arc<dyn JobQueue>,
+}
+
+#[async_trait]
+impl JobHandler for ListenerRunner {
+    fn job_type(&self) -> &'static str {
+        // Listener deliveries are looked up by their registered key, never by this name.
+        "listener"
+    }
+
+    fn queue(&self) -> &'static str {
+        EVENTS_QUEUE
+    }
+
+    async fn run(&self, job: &JobContext) -> Result<JobDetail, JobError> {
+        let event_id = job
+            .payload
+            .get("event_id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| JobError::poison("listener delivery has no `event_id`"))?
+            .to_owned();
+        let envelope = crate::outbox::load_event(&self.db, &event_id)
+            .await?
+            .ok_or_else(|| JobError::poison(format!("event {event_id} no longer exists")))?
+            .map_err(|reason| {
+                JobError::poison(format!("event {event_id} does not decode: {reason}"))
+            })?;
+        self.deliver(&envelope).await
+    }
+}
+
+impl ListenerRunner {
+    async fn deliver(&self, envelope: &EventEnvelope) -> Result<JobDetail, JobError> {
+        let consumes = self.listener.consumes();
+        if !consumes
+            .iter()
+            .any(|k| k.name == envelope.name && k.version == envelope.version)
+        {
+            return Err(JobError::poison(format!(
+                "listener {} does not consume {}.v{}",
+                self.listener.name(),
+                envelope.name,
+                envelope.version
+            )));
+        }
+        let mut tx = self.db.begin().await?;
+        let first = self
+            .jobs
+            .mark_processed(&mut tx, self.listener.name(), &envelope.id.to_string())
+            .await?;
+        if first {
+            self.listener.handle(&mut tx, envelope).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(json!({
+            "listener": self.listener.name(),
+            "event": format!("{}.v{}", envelope.name, envelope.version),
+            "event_id": envelope.id,
+            "skipped": !first,
+        })))
+    }
+}

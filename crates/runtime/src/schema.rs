@@ -1,0 +1,88 @@
+//! The runtime's own tables (`keel_…`), in SQL both backends accept.
+//!
+//! Timestamps are unix milliseconds (`BIGINT`) taken from the injected clock, never the
+//! database's `now()`, so tests can drive time.
+
+use events::Migration;
+
+/// The runtime's migrations, applied before any module's.
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    2026112500,
+    "runtime: events, jobs, attempts, inbox, workers, leases",
+    r#"
+CREATE TABLE keel_events (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    occurred_at    BIGINT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    causation_id   TEXT,
+    payload        TEXT NOT NULL
+);
+CREATE INDEX keel_events_correlation ON keel_events (correlation_id);
+CREATE INDEX keel_events_occurred ON keel_events (occurred_at);
+
+CREATE TABLE keel_jobs (
+    id              TEXT PRIMARY KEY,
+    queue           TEXT NOT NULL,
+    job_type        TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    priority        SMALLINT NOT NULL DEFAULT 0,
+    run_at          BIGINT NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    unique_key      TEXT,
+    idempotency_key TEXT NOT NULL,
+    correlation_id  TEXT NOT NULL,
+    causation_id    TEXT,
+    enqueued_at     BIGINT NOT NULL,
+    started_at      BIGINT,
+    finished_at     BIGINT,
+    locked_by       TEXT,
+    last_error      TEXT,
+    replays         INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX keel_jobs_unique ON keel_jobs (job_type, unique_key);
+CREATE INDEX keel_jobs_claim ON keel_jobs (queue, priority, run_at, id)
+    WHERE state IN ('available', 'scheduled', 'retrying');
+CREATE INDEX keel_jobs_running ON keel_jobs (locked_by) WHERE state = 'running';
+CREATE INDEX keel_jobs_correlation ON keel_jobs (correlation_id);
+CREATE INDEX keel_jobs_finished ON keel_jobs (state, finished_at);
+
+CREATE TABLE keel_job_attempts (
+    job_id      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    detail      TEXT
+);
+CREATE INDEX keel_job_attempts_job ON keel_job_attempts (job_id, started_at);
+
+CREATE TABLE keel_inbox (
+    handler      TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    processed_at BIGINT NOT NULL,
+    PRIMARY KEY (handler, key)
+);
+
+CREATE TABLE keel_workers (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          BIGINT NOT NULL,
+    queues       TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    stopped_at   BIGINT
+);
+
+CREATE TABLE keel_leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#,
+)];

@@ -1,0 +1,185 @@
+//! Writing outcomes: one transaction per batch of finished attempts.
+//!
+//! Each outcome updates its job only while this process still holds it (`locked_by` and
+//! state `running`) — a job rescued in the meantime is left to its new owner — and records
+//! the attempt with its own error, so a dead letter shows why every attempt failed. When the
+//! database is away, the batch is kept and retried: an outcome is never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use events::DbConn;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::execute::{Outcome, Verdict};
+use crate::alerts::Alert;
+
+/// How many outcomes one transaction writes at most.
+const BATCH: usize = 256;
+
+/// Writes outcomes from `rx` until every sender is gone.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match write(&shared, &batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, outcomes = batch.len(), "writing job outcomes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        for outcome in &batch {
+            if let Verdict::Dead { error, .. } = &outcome.result {
+                raise_dead(&shared, &outcome.job, error);
+            }
+        }
+        batch.clear();
+    }
+}
+
+fn raise_dead(shared: &Shared, job: &super::claim::ClaimedJob, error: &str) {
+    shared.alerts.raise(Alert {
+        kind: "job_dead",
+        subject: format!("{}/{}", job.queue, job.job_type),
+        message: format!(
+            "job {} ({} on {}) is dead after {} attempt(s): {error}",
+            job.id, job.job_type, job.queue, job.attempt
+        ),
+        detail: serde_json::json!({
+            "job_id": job.id,
+            "queue": job.queue,
+            "job_type": job.job_type,
+            "attempts": job.attempt,
+            "error": error,
+            "correlation_id": job.correlation_id,
+        }),
+    });
+}
+
+async fn write(shared: &Shared, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let mut tx = shared.db.begin().await?;
+    for outcome in batch {
+        apply(&mut tx, &shared.worker_id, outcome).await?;
+    }
+    tx.commit().await
+}
+
+/// Applies one outcome on `conn`.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result<(), sqlx::Error> {
+    let job = &outcome.job;
+    let (sql, run_at, error, detail, label) = match &outcome.result {
+        Verdict::Completed { detail } => (
+            "UPDATE keel_jobs SET state = 'completed', finished_at = $1, locked_by = NULL \
+             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+            None,
+            None,
+            detail.as_ref(),
+            "completed",
+        ),
+        Verdict::Retry {
+            run_at,
+            error,
+            detail,
+        } => (
+            "UPDATE keel_jobs SET state = 'retrying', run_at = $2, last_error = $5, locked_by = NULL \
+             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+            Some(*run_at),
+            Some(error.as_str()),
+            detail.as_ref(),
+            "failed",
+        ),
+        Verdict::Dead { error, detail } => (
+            "UPDATE keel_jobs SET state = 'dead', finished_at = $1, last_error = $5, locked_by = NULL \
+             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+            None,
+            Some(error.as_str()),
+            detail.as_ref(),
+            "dead",
+        ),
+        Verdict::Cancelled { error, detail } => (
+            "UPDATE keel_jobs SET state = 'cancelled', finished_at = $1, last_error = $5, locked_by = NULL \
+             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+            None,
+            Some(error.as_str()),
+            detail.as_ref(),
+            "cancelled",
+        ),
+        Verdict::HandBack => {
+            sqlx::query(
+                "UPDATE keel_jobs SET state = 'available', attempt = attempt - 1, locked_by = NULL \
+                 WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+            )
+            .bind(&job.id)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
+    };
+    let updated = sqlx::query(sql)
+        .bind(outcome.finished_at)
+        .bind(run_at.unwrap_or(outcome.finished_at))
+        .bind(&job.id)
+        .bind(worker)
+        .bind(error)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        tracing::warn!(job_id = %job.id, "job was taken from this worker before its outcome was written");
+        return Ok(());
+    }
+    record_attempt(
+        conn,
+        &job.id,
+        job.attempt,
+        worker,
+        job.started_at,
+        outcome.finished_at,
+        label,
+        error,
+        detail,
+    )
+    .await
+}
+
+/// Records one attempt of a job.
+///
+/// # Errors
+/// Fails when the database does.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_attempt(
+    conn: &mut DbConn,
+    job_id: &str,
+    attempt: u32,
+    worker: &str,
+    started_at: i64,
+    finished_at: i64,
+    outcome: &str,
+    error: Option<&str>,
+    detail: Option<&serde_json::Value>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO keel_job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(job_id)
+    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+    .bind(worker)
+    .bind(started_at)
+    .bind(finished_at)
+    .bind(outcome)
+    .bind(error)
+    .bind(detail.map(ToString::to_string))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Running one attempt: find the handler, decode, run under a timeout inside the job's trace
+//! context and span, and turn whatever happens — success, failure, timeout, panic, poison —
+//! into an [`Outcome`]. Nothing here can take the worker down.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use events::context::CorrelationId;
+use events::jobs::FailureKind;
+use events::{JobContext, JobError, TraceContext};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::Shared;
+use super::claim::ClaimedJob;
+
+/// What became of an attempt, ready to be written.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The job.
+    pub job: ClaimedJob,
+    /// When the attempt ended (ms).
+    pub finished_at: i64,
+    /// The new state and what to record.
+    pub result: Verdict,
+}
+
+/// The job's next state.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Done.
+    Completed {
+        /// Facts about the attempt.
+        detail: Option<serde_json::Value>,
+    },
+    /// Failed; runs again at `run_at`.
+    Retry {
+        /// Next try (ms).
+        run_at: i64,
+        /// Why it failed.
+        error: String,
+        /// Facts about the attempt.
+        detail: Option<serde_json::Value>,
+    },
+    /// Failed for the last time, or can never succeed.
+    Dead {
+        /// Why.
+        error: String,
+        /// Facts about the attempt.
+        detail: Option<serde_json::Value>,
+    },
+    /// Stopped at the handler's request.
+    Cancelled {
+        /// Why.
+        error: String,
+        /// Facts about the attempt.
+        detail: Option<serde_json::Value>,
+    },
+    /// Not finished at shutdown: back to the queue without spending the attempt.
+    HandBack,
+}
+
+/// Runs one attempt of `job` and says what became of it.
+pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
+    let policy = shared.config.policy_for(&job.queue, &job.job_type);
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        queue = %job.queue,
+        job_type = %job.job_type,
+        attempt = job.attempt,
+        correlation_id = %job.correlation_id,
+        causation_id = job.causation_id.as_deref().unwrap_or(""),
+    );
+    let result = run(&shared, &job, policy.timeout)
+        .instrument(span.clone())
+        .await;
+    let now = shared.clock.now();
+    let result = match result {
+        Ok(detail) => Verdict::Completed { detail },
+        Err(e) => {
+            let JobError {
+                kind,
+                reason,
+                detail,
+            } = e;
+            match kind {
+                FailureKind::Retry if job.attempt < job.max_attempts => {
+                    let delay = policy.delay_after(job.attempt);
+                    let run_at = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+                    span.in_scope(|| {
+                        tracing::warn!(error = %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed");
+                    });
+                    Verdict::Retry {
+                        run_at: run_at.timestamp_millis(),
+                        error: reason,
+                        detail,
+                    }
+                }
+                FailureKind::Retry | FailureKind::Poison => {
+                    span.in_scope(|| tracing::error!(error = %reason, "job dead-lettered"));
+                    Verdict::Dead {
+                        error: reason,
+                        detail,
+                    }
+                }
+                FailureKind::Cancel => {
+                    span.in_scope(|| tracing::warn!(error = %reason, "job cancelled"));
+                    Verdict::Cancelled {
+                        error: reason,
+                        detail,
+                    }
+                }
+            }
+        }
+    };
+    Outcome {
+        job,
+        finished_at: now.timestamp_millis(),
+        result,
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    job: &ClaimedJob,
+    timeout: std::time::Duration,
+) -> Result<Option<serde_json::Value>, JobError> {
+    let handler = shared.registry.handler(&job.job_type).ok_or_else(|| {
+        JobError::poison(format!(
+            "no handler is registered for job type `{}`",
+            job.job_type
+        ))
+    })?;
+    let payload: serde_json::Value = serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::poison(format!("stored payload is not JSON: {e}")))?;
+    let id = Uuid::parse_str(&job.id).map_err(|e| JobError::poison(format!("job id: {e}")))?;
+    let trace = TraceContext {
+        correlation_id: CorrelationId::parse(&job.correlation_id).unwrap_or_default(),
+        causation_id: Some(id),
+    };
+    let ctx = JobContext {
+        id,
+        job_type: job.job_type.clone(),
+        queue: job.queue.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        idempotency_key: job.idempotency_key.clone(),
+        trace: trace.clone(),
+        enqueued_at: millis(job.enqueued_at),
+        payload,
+    };
+    // Its own task, so a panic in the handler is caught as a JoinError, and a timeout can
+    // abort it.
+    let task = tokio::spawn(
+        trace
+            .scope(async move { handler.run(&ctx).await })
+            .in_current_span(),
+    );
+    // Aborts the handler when this attempt is abandoned (timeout or shutdown).
+    let _guard = AbortOnDrop(task.abort_handle());
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) if join.is_panic() => Err(JobError::retry(format!(
+            "handler panicked: {}",
+            panic_message(join.into_panic())
+        ))),
+        Ok(Err(_)) => Err(JobError::retry("handler was cancelled")),
+        Err(_) => Err(JobError::retry(format!(
+            "timed out after {}",
+            humanize(timeout)
+        ))),
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+/// A duration as people write it in `keel.toml`: `30s`, `250ms`, `10m`.
+pub fn humanize(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else if !ms.is_multiple_of(60_000) || ms == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}m", ms / 60_000)
+    }
+}
+
+/// A stored millisecond timestamp as a time; out-of-range values clamp to the epoch.
+pub fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -1,0 +1,235 @@
+//! Liveness and housekeeping: every worker process heartbeats; one elected leader rescues
+//! jobs held by silent processes and prunes old rows.
+//!
+//! Leadership is a lease row (`keel_leases`) renewed every heartbeat and taken over when it
+//! expires. Unlike a session advisory lock it needs no dedicated connection, survives pool
+//! reconnects, and works the same on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use sqlx::Row;
+use tokio::sync::watch;
+
+use super::Shared;
+use super::complete::record_attempt;
+use crate::alerts::Alert;
+
+/// The lease maintenance runs under.
+const LEASE: &str = "maintenance";
+
+/// Registers this process as a worker.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn register(shared: &Shared, queues: &[String]) -> Result<(), sqlx::Error> {
+    let now = shared.clock.now().timestamp_millis();
+    sqlx::query(
+        "INSERT INTO keel_workers (id, host, pid, queues, started_at, heartbeat_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(&shared.worker_id)
+    .bind(hostname())
+    .bind(i64::from(std::process::id()))
+    .bind(queues.join(","))
+    .bind(now)
+    .execute(shared.db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Marks this process as stopped, so nobody waits `dead_after` to rescue its (already
+/// handed back) jobs.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn deregister(shared: &Shared) -> Result<(), sqlx::Error> {
+    let now = shared.clock.now().timestamp_millis();
+    sqlx::query("UPDATE keel_workers SET stopped_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(&shared.worker_id)
+        .execute(shared.db.pool())
+        .await?;
+    sqlx::query("DELETE FROM keel_leases WHERE name = $1 AND holder = $2")
+        .bind(LEASE)
+        .bind(&shared.worker_id)
+        .execute(shared.db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Heartbeats and, when leader, maintains — until `shutdown`.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = once(&shared).await {
+            tracing::warn!(error = %e, "worker maintenance failed; retrying next heartbeat");
+        }
+    }
+}
+
+/// One heartbeat: prove liveness, renew or take the lease, and maintain when leader.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn once(shared: &Shared) -> Result<(), sqlx::Error> {
+    let now = shared.clock.now();
+    let now_ms = now.timestamp_millis();
+    sqlx::query("UPDATE keel_workers SET heartbeat_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(&shared.worker_id)
+        .execute(shared.db.pool())
+        .await?;
+    if !take_lease(shared, now_ms).await? {
+        return Ok(());
+    }
+    rescue(shared, now_ms).await?;
+    prune(shared, now_ms).await?;
+    Ok(())
+}
+
+async fn take_lease(shared: &Shared, now_ms: i64) -> Result<bool, sqlx::Error> {
+    let expires = now_ms + millis(shared.config.dead_after);
+    let taken = sqlx::query(
+        "INSERT INTO keel_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE keel_leases.holder = excluded.holder OR keel_leases.expires_at < $4",
+    )
+    .bind(LEASE)
+    .bind(&shared.worker_id)
+    .bind(expires)
+    .bind(now_ms)
+    .execute(shared.db.pool())
+    .await?
+    .rows_affected();
+    Ok(taken == 1)
+}
+
+/// Puts back jobs held by processes that stopped heartbeating. The lost attempt counts: a
+/// job that keeps killing its worker ends up dead instead of looping forever.
+async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
+    let silent_since = now_ms - millis(shared.config.dead_after);
+    let rows = sqlx::query(
+        "SELECT j.id, j.queue, j.job_type, j.attempt, j.max_attempts, j.locked_by, j.started_at, \
+         j.correlation_id FROM keel_jobs j \
+         WHERE j.state = 'running' AND NOT EXISTS (SELECT 1 FROM keel_workers w \
+           WHERE w.id = j.locked_by AND w.stopped_at IS NULL AND w.heartbeat_at >= $1)",
+    )
+    .bind(silent_since)
+    .fetch_all(shared.db.pool())
+    .await?;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let holder: Option<String> = row.try_get("locked_by")?;
+        let holder = holder.unwrap_or_default();
+        let attempt: i32 = row.try_get("attempt")?;
+        let max_attempts: i32 = row.try_get("max_attempts")?;
+        let started_at: Option<i64> = row.try_get("started_at")?;
+        let error = format!("worker {holder} stopped heartbeating while running this job");
+        let dead = attempt >= max_attempts;
+        let mut tx = shared.db.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE keel_jobs SET state = $1, run_at = $2, last_error = $3, locked_by = NULL, \
+             finished_at = CASE WHEN $1 = 'dead' THEN $2 ELSE finished_at END \
+             WHERE id = $4 AND state = 'running' AND locked_by = $5",
+        )
+        .bind(if dead { "dead" } else { "retrying" })
+        .bind(now_ms)
+        .bind(&error)
+        .bind(&id)
+        .bind(&holder)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            record_attempt(
+                &mut tx,
+                &id,
+                u32::try_from(attempt).unwrap_or(1),
+                &holder,
+                started_at.unwrap_or(now_ms),
+                now_ms,
+                if dead { "dead" } else { "lost" },
+                Some(&error),
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if updated == 1 {
+            tracing::warn!(job_id = %id, worker = %holder, "rescued a job from a silent worker");
+            if dead {
+                let queue: String = row.try_get("queue")?;
+                let job_type: String = row.try_get("job_type")?;
+                let correlation: String = row.try_get("correlation_id")?;
+                shared.alerts.raise(Alert {
+                    kind: "job_dead",
+                    subject: format!("{queue}/{job_type}"),
+                    message: format!("job {id} ({job_type} on {queue}) is dead: {error}"),
+                    detail: serde_json::json!({
+                        "job_id": id, "queue": queue, "job_type": job_type,
+                        "attempts": attempt, "error": error, "correlation_id": correlation,
+                    }),
+                });
+            }
+        }
+    }
+    shared.wakers.wake_all();
+    Ok(())
+}
+
+/// Deletes finished jobs, their attempts, old events and inbox entries past retention, and
+/// forgets workers long stopped. Dead jobs stay until replayed or purged.
+async fn prune(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
+    let before = now_ms - millis(shared.config.retention);
+    let pool = shared.db.pool();
+    sqlx::query(
+        "DELETE FROM keel_job_attempts WHERE job_id IN (SELECT id FROM keel_jobs \
+         WHERE state IN ('completed', 'cancelled') AND finished_at < $1)",
+    )
+    .bind(before)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "DELETE FROM keel_jobs WHERE state IN ('completed', 'cancelled') AND finished_at < $1",
+    )
+    .bind(before)
+    .execute(pool)
+    .await?;
+    // An event is kept while any job still refers to it through its causation chain's
+    // correlation; once its window has passed and its deliveries are gone, it goes.
+    sqlx::query(
+        "DELETE FROM keel_events WHERE occurred_at < $1 AND NOT EXISTS \
+         (SELECT 1 FROM keel_jobs j WHERE j.causation_id = keel_events.id)",
+    )
+    .bind(before)
+    .execute(pool)
+    .await?;
+    sqlx::query("DELETE FROM keel_inbox WHERE processed_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM keel_workers WHERE stopped_at IS NOT NULL AND stopped_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    TimeDelta::from_std(d).map_or(i64::MAX / 4, |t| t.num_milliseconds())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,228 @@
+//! Worker processes: one loop per queue claims jobs up to the queue's concurrency, runs
+//! them, and hands their outcomes to a batching writer.
+//!
+//! A loop sleeps until it is woken (an enqueue in this process, a PostgreSQL `NOTIFY`, a
+//! finished job freeing a slot) or its fallback poll comes due — so an idle worker costs
+//! next to nothing, and a new job starts within milliseconds.
+//!
+//! On shutdown a loop stops claiming, lets in-flight jobs finish within the grace period,
+//! and hands the rest back without spending their attempt.
+
+pub mod claim;
+pub mod complete;
+pub mod execute;
+pub mod maintenance;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use events::{Clock, Db};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use self::claim::ClaimedJob;
+use self::execute::{Outcome, Verdict};
+use crate::alerts::AlertSink;
+use crate::policy::RuntimeConfig;
+use crate::registry::Registry;
+use crate::wake::Wakers;
+
+/// How many jobs one claim takes at most.
+const CLAIM_BATCH: usize = 64;
+
+/// What every worker task shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The database.
+    pub db: Db,
+    /// Injected time.
+    pub clock: Arc<dyn Clock>,
+    /// Queues and timing.
+    pub config: Arc<RuntimeConfig>,
+    /// Who runs what.
+    pub registry: Arc<Registry>,
+    /// Wake-up signals.
+    pub wakers: Arc<Wakers>,
+    /// Where dead letters are announced.
+    pub alerts: Arc<dyn AlertSink>,
+    /// This process's worker id (stored in `locked_by` and `keel_workers`).
+    pub worker_id: String,
+}
+
+/// A running set of queue loops; [`WorkerPool::shutdown`] stops them gracefully.
+#[derive(Debug)]
+pub struct WorkerPool {
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    shared: Arc<Shared>,
+}
+
+impl WorkerPool {
+    /// Registers this process and starts one loop per queue in `queues`, plus the
+    /// heartbeat/maintenance task and the outcome writer.
+    ///
+    /// # Errors
+    /// Fails when the worker cannot register (the database is down at start).
+    pub async fn start(shared: Arc<Shared>, queues: Vec<String>) -> Result<Self, sqlx::Error> {
+        maintenance::register(&shared, &queues).await?;
+        let (shutdown, rx) = watch::channel(false);
+        let (outcomes, outcome_rx) = mpsc::channel(4096);
+        let mut tasks = JoinSet::new();
+        for queue in queues {
+            tasks.spawn(queue_loop(
+                shared.clone(),
+                queue,
+                rx.clone(),
+                outcomes.clone(),
+            ));
+        }
+        drop(outcomes);
+        tasks.spawn(complete::run(shared.clone(), outcome_rx));
+        tasks.spawn(maintenance::run(shared.clone(), rx));
+        tracing::info!(worker_id = %shared.worker_id, "workers started");
+        Ok(Self {
+            shutdown,
+            tasks,
+            shared,
+        })
+    }
+
+    /// Stops claiming, waits for in-flight jobs (up to the grace period), hands back the
+    /// rest, writes every outcome, and deregisters.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = maintenance::deregister(&self.shared).await {
+            tracing::warn!(error = %e, "could not mark this worker stopped");
+        }
+        tracing::info!(worker_id = %self.shared.worker_id, "workers stopped");
+    }
+
+    /// Runs one heartbeat/maintenance round now (tests drive rescue with it).
+    ///
+    /// # Errors
+    /// Fails when the database does.
+    pub async fn maintain_now(&self) -> Result<(), sqlx::Error> {
+        maintenance::once(&self.shared).await
+    }
+}
+
+async fn queue_loop(
+    shared: Arc<Shared>,
+    queue: String,
+    mut shutdown: watch::Receiver<bool>,
+    outcomes: mpsc::Sender<Outcome>,
+) {
+    let Some(wake) = shared.wakers.get(&queue) else {
+        tracing::error!(%queue, "no wake-up signal for queue; not starting it");
+        return;
+    };
+    let concurrency = shared
+        .config
+        .queues
+        .get(&queue)
+        .map_or(1, |p| p.concurrency.max(1));
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let in_flight: Arc<Mutex<HashMap<String, ClaimedJob>>> = Arc::default();
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let now = shared.clock.now();
+        match claim::claim(
+            &shared.db,
+            &queue,
+            &shared.worker_id,
+            now,
+            free.min(CLAIM_BATCH),
+        )
+        .await
+        {
+            Ok(jobs) if !jobs.is_empty() => {
+                failures = 0;
+                for job in jobs {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        // Cannot happen (we claimed at most `free`); hand it back rather than lose it.
+                        let _ = outcomes
+                            .send(Outcome {
+                                job,
+                                finished_at: 0,
+                                result: Verdict::HandBack,
+                            })
+                            .await;
+                        continue;
+                    };
+                    lock(&in_flight).insert(job.id.clone(), job.clone());
+                    let shared = shared.clone();
+                    let outcomes = outcomes.clone();
+                    let in_flight = in_flight.clone();
+                    running.spawn(async move {
+                        let id = job.id.clone();
+                        let outcome = execute::execute(shared, job).await;
+                        lock(&in_flight).remove(&id);
+                        drop(permit);
+                        let _ = outcomes.send(outcome).await;
+                    });
+                }
+            }
+            Ok(_) => {
+                failures = 0;
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(shared.config.poll_interval) => {}
+                    _ = running.join_next(), if !running.is_empty() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(100)
+                    .saturating_mul(2u32.saturating_pow(failures.min(6)))
+                    .min(Duration::from_secs(5));
+                tracing::warn!(%queue, error = %e, pause_ms = pause.as_millis() as u64, "claiming failed; pausing");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+    // Shutdown: let in-flight jobs finish within the grace period, hand back the rest.
+    let grace = tokio::time::sleep(shared.config.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = running.join_next() => if next.is_none() { break },
+            () = &mut grace => break,
+        }
+    }
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+    let unfinished: Vec<ClaimedJob> = lock(&in_flight).drain().map(|(_, job)| job).collect();
+    for job in unfinished {
+        tracing::info!(job_id = %job.id, "handing back an unfinished job");
+        let _ = outcomes
+            .send(Outcome {
+                job,
+                finished_at: 0,
+                result: Verdict::HandBack,
+            })
+            .await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
