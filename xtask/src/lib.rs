@@ -1,0 +1,12 @@
+//! Keel's project automation as a library, so its checks are testable on fixture workspaces.
+//!
+//! `main.rs` only parses arguments and maps outcomes to exit codes; everything else lives
+//! here: the boundary lint ([`boundaries`]), the CODEOWNERS generator ([`codeowners`]), the
+//! CI pipeline ([`ci`]) and the tidy check ([`tidy`]).
+
+pub mod boundaries;
+pub mod ci;
+pub mod codeowners;
+pub mod lexer;
+pub mod tidy;
+pub mod workspace;
