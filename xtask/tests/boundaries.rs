@@ -2,67 +2,21 @@
 //! (`fixtures/clean`), breaks one rule one way, and checks that `check-boundaries` names
 //! the rule, the file and the line — and that the clean fixture and the real workspace pass.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod common;
+use common::Fixture;
 
 use xtask::boundaries::rules::Rule;
 use xtask::boundaries::{self, ConfigError, Report};
 
-/// A throwaway copy of the clean fixture.
-struct Fixture {
-    root: PathBuf,
+/// What the boundary tests ask of a fixture.
+trait Check {
+    fn check(&self) -> Result<Report, boundaries::ConfigErrors>;
+    fn assert_only(&self, rule: Rule, file: &str, line: usize, col: usize) -> String;
 }
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create fixture folder");
-    for entry in std::fs::read_dir(from).expect("read fixture folder") {
-        let entry = entry.expect("read fixture entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy fixture file");
-        }
-    }
-}
-
-impl Fixture {
-    fn clean(name: &str) -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("boundaries-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clean"),
-            &root,
-        );
-        Self { root }
-    }
-
-    /// Appends `text` to the file (creating it) and returns the line `text` starts on.
-    fn append(&self, file: &str, text: &str) -> usize {
-        let path = self.root.join(file);
-        let mut content = std::fs::read_to_string(&path).unwrap_or_default();
-        if !content.is_empty() && !content.ends_with('\n') {
-            content.push('\n');
-        }
-        let line = content.lines().count() + 1;
-        content.push_str(text);
-        std::fs::create_dir_all(path.parent().expect("file has a folder")).expect("create folder");
-        std::fs::write(&path, content).expect("write fixture file");
-        line
-    }
-
-    fn replace(&self, file: &str, from: &str, to: &str) {
-        let path = self.root.join(file);
-        let content = std::fs::read_to_string(&path).expect("read fixture file");
-        assert!(content.contains(from), "{file} does not contain {from:?}");
-        std::fs::write(&path, content.replacen(from, to, 1)).expect("write fixture file");
-    }
-
+impl Check for Fixture {
     fn check(&self) -> Result<Report, boundaries::ConfigErrors> {
         boundaries::check_path(&self.root.join("Cargo.toml"))
     }
@@ -78,12 +32,6 @@ impl Fixture {
             .collect();
         assert_eq!(found, [(rule, file, line, col)], "{:#?}", report.violations);
         report.violations[0].message.clone()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
