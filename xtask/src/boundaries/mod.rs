@@ -339,7 +339,6 @@ fn crate_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_sources(
     workspace: &Workspace,
     krate: &Crate<'_>,
