@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod error;
+pub mod idempotency;
 pub mod migrate;
 pub mod outbox;
 pub mod policy;
@@ -21,6 +22,7 @@ pub mod queue;
 pub mod registry;
 pub mod schema;
 pub mod storage;
+pub mod trace;
 pub mod wake;
 pub mod worker;
 

@@ -6,10 +6,11 @@
 use events::Migration;
 
 /// The runtime's migrations, applied before any module's.
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    2026112500,
-    "runtime: events, jobs, attempts, inbox, workers, leases",
-    r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        2026112500,
+        "runtime: events, jobs, attempts, inbox, workers, leases",
+        r#"
 CREATE TABLE keel_events (
     id             TEXT PRIMARY KEY,
     name           TEXT NOT NULL,
@@ -85,4 +86,34 @@ CREATE TABLE keel_leases (
     expires_at BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    Migration::portable(
+        2026112501,
+        "runtime: inbound requests and idempotency keys",
+        r#"
+CREATE TABLE keel_requests (
+    id             TEXT PRIMARY KEY,
+    correlation_id TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    status         INTEGER NOT NULL,
+    started_at     BIGINT NOT NULL,
+    duration_ms    BIGINT NOT NULL
+);
+CREATE INDEX keel_requests_correlation ON keel_requests (correlation_id);
+CREATE INDEX keel_requests_started ON keel_requests (started_at);
+
+CREATE TABLE keel_idempotency (
+    key          TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    body_hash    TEXT NOT NULL,
+    status       INTEGER,
+    content_type TEXT,
+    response     TEXT,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (key, method, path)
+);
+"#,
+    ),
+];

@@ -1,0 +1,128 @@
+//! Alerts to `[alerts] webhook_url`: a JSON POST signed like a webhook (Standard Webhooks),
+//! plus an error log line — at most one per condition per interval, never a storm.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use events::Clock;
+use runtime::alerts::{Alert, AlertSink, LogAlerts};
+use serde_json::json;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::config::AlertSettings;
+
+/// Logs every alert that passes the rate limit and POSTs it when a URL is configured.
+#[derive(Debug)]
+pub struct WebhookAlerts {
+    clock: Arc<dyn Clock>,
+    min_interval: TimeDelta,
+    last: Mutex<HashMap<(String, String), DateTime<Utc>>>,
+    outbound: Option<mpsc::UnboundedSender<Alert>>,
+}
+
+impl WebhookAlerts {
+    /// Builds the sink; when a URL is set, starts the background sender.
+    ///
+    /// # Errors
+    /// Fails when the HTTP client cannot be built or the secret is not `whsec_…`.
+    pub fn new(settings: &AlertSettings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let outbound = match &settings.webhook_url {
+            Some(url) => {
+                let key = match &settings.secret {
+                    Some(s) => Some(
+                        notifications::signing::decode_secret(s)
+                            .map_err(|e| anyhow::anyhow!("[alerts] secret: {e}"))?,
+                    ),
+                    None => None,
+                };
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(send_loop(client, url.clone(), key, clock.clone(), rx));
+                Some(tx)
+            }
+            None => None,
+        };
+        Ok(Self {
+            clock,
+            min_interval: TimeDelta::from_std(settings.min_interval).unwrap_or(TimeDelta::MAX),
+            last: Mutex::new(HashMap::new()),
+            outbound,
+        })
+    }
+
+    fn allowed(&self, alert: &Alert) -> bool {
+        let now = self.clock.now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (alert.kind.to_owned(), alert.subject.clone());
+        match last.get(&key) {
+            Some(prev) if now - *prev < self.min_interval => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+impl AlertSink for WebhookAlerts {
+    fn raise(&self, alert: Alert) {
+        if !self.allowed(&alert) {
+            tracing::debug!(kind = alert.kind, subject = %alert.subject, "alert suppressed by rate limit");
+            return;
+        }
+        LogAlerts.raise(alert.clone());
+        if let Some(tx) = &self.outbound {
+            let _ = tx.send(alert);
+        }
+    }
+}
+
+async fn send_loop(
+    client: reqwest::Client,
+    url: String,
+    key: Option<Vec<u8>>,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::UnboundedReceiver<Alert>,
+) {
+    while let Some(alert) = rx.recv().await {
+        let now = clock.now();
+        let id = format!("alert_{}", Uuid::now_v7().simple());
+        let body = json!({
+            "type": format!("keel.alert.{}", alert.kind),
+            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": {
+                "kind": alert.kind,
+                "subject": alert.subject,
+                "message": alert.message,
+                "detail": alert.detail,
+            },
+        })
+        .to_string();
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.timestamp().to_string());
+        if let Some(key) = &key {
+            request = request.header(
+                "webhook-signature",
+                notifications::signing::sign(key, &id, now.timestamp(), body.as_bytes()),
+            );
+        }
+        match request.body(body).send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(kind = alert.kind, "alert delivered");
+            }
+            Ok(r) => tracing::warn!(
+                status = r.status().as_u16(),
+                "alert receiver refused the alert"
+            ),
+            Err(e) => tracing::warn!(error = %e, "alert could not be delivered"),
+        }
+    }
+}

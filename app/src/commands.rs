@@ -1,0 +1,252 @@
+//! The operator commands: `keel trace`, `keel queues`, `keel dead …`. Each prints a table or
+//! tree for people, or JSON (`--json`) for scripts, from the same runtime queries the admin
+//! API uses.
+
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use runtime::RuntimeError;
+use runtime::admin::{self, AttemptRecord, JobRecord};
+use runtime::trace::TraceNode;
+
+use crate::cli::DeadCommand;
+use crate::config::Settings;
+use crate::wiring::{self, Wired};
+
+async fn connect(settings: &Settings) -> anyhow::Result<Wired> {
+    let wired = wiring::wire(settings, wiring::system_clock()).await?;
+    wired.migrate().await.context("applying migrations")?;
+    Ok(wired)
+}
+
+/// `keel trace <CORRELATION_ID> [--json]`
+///
+/// # Errors
+/// Fails when nothing carries the id, or the database fails.
+pub async fn trace(settings: &Settings, correlation_id: &str, json: bool) -> anyhow::Result<()> {
+    let wired = connect(settings).await?;
+    let trace = runtime::trace::trace(wired.runtime.db(), correlation_id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trace)?);
+    } else {
+        print!("{}", render_trace(&trace));
+    }
+    Ok(())
+}
+
+/// The trace as an indented tree.
+pub fn render_trace(trace: &runtime::trace::Trace) -> String {
+    let mut out = format!("trace {} ({} nodes)\n", trace.correlation_id, trace.nodes);
+    let count = trace.roots.len();
+    for (i, node) in trace.roots.iter().enumerate() {
+        render_node(&mut out, node, "", i + 1 == count);
+    }
+    out
+}
+
+fn render_node(out: &mut String, node: &TraceNode, prefix: &str, last: bool) {
+    let branch = if last { "└─ " } else { "├─ " };
+    let below = format!("{prefix}{}", if last { "   " } else { "│  " });
+    let at = |t: &chrono::DateTime<chrono::Utc>| t.format("%H:%M:%S%.3f").to_string();
+    let children = match node {
+        TraceNode::Request {
+            at: t,
+            method,
+            path,
+            status,
+            duration_ms,
+            children,
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "{prefix}{branch}request {method} {path} → {status} ({duration_ms} ms) at {}",
+                at(t)
+            );
+            children
+        }
+        TraceNode::Event {
+            id,
+            at: t,
+            name,
+            version,
+            children,
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "{prefix}{branch}event {name} v{version} {id} at {}",
+                at(t)
+            );
+            children
+        }
+        TraceNode::Job {
+            id,
+            at: t,
+            queue,
+            job_type,
+            state,
+            attempts,
+            children,
+        } => {
+            let _ = writeln!(
+                out,
+                "{prefix}{branch}job {job_type} on {queue} [{state}] {id} at {}",
+                at(t)
+            );
+            for a in attempts {
+                let _ = writeln!(out, "{below}  · {}", render_attempt(a));
+            }
+            children
+        }
+    };
+    let n = children.len();
+    for (i, child) in children.iter().enumerate() {
+        render_node(out, child, &below, i + 1 == n);
+    }
+}
+
+fn render_attempt(a: &AttemptRecord) -> String {
+    let mut line = format!(
+        "attempt {} {} at {} ({} ms)",
+        a.attempt,
+        a.outcome,
+        a.started_at.format("%H:%M:%S%.3f"),
+        a.duration_ms
+    );
+    if let Some(d) = &a.detail {
+        if let Some(url) = d.get("url").and_then(|v| v.as_str()) {
+            let _ = write!(line, " → {url}");
+        }
+        if let Some(status) = d.get("status") {
+            let _ = write!(line, " status {status}");
+        }
+        if let Some(r) = d.get("recipient").and_then(|v| v.as_str()) {
+            let _ = write!(line, " to {r}");
+        }
+        if let Some(r) = d.get("smtp_reply").and_then(|v| v.as_str()) {
+            let _ = write!(line, " smtp {r:?}");
+        }
+    }
+    if let Some(e) = &a.error {
+        let _ = write!(line, " — {e}");
+    }
+    line
+}
+
+/// `keel queues [--json]`
+///
+/// # Errors
+/// Fails when the database fails.
+pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let wired = connect(settings).await?;
+    let rt = &wired.runtime;
+    let names: Vec<String> = rt.config().queues.keys().cloned().collect();
+    let stats = admin::queue_stats(rt.db(), &names, rt.clock().now()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:>8} {:>10} {:>8} {:>9} {:>6} {:>12}",
+        "QUEUE", "READY", "SCHEDULED", "RUNNING", "RETRYING", "DEAD", "OLDEST READY"
+    );
+    for s in stats {
+        let oldest = s
+            .oldest_ready_age_seconds
+            .map_or_else(|| "-".to_owned(), |a| format!("{a:.1}s"));
+        println!(
+            "{:<12} {:>8} {:>10} {:>8} {:>9} {:>6} {:>12}",
+            s.queue, s.ready, s.scheduled, s.running, s.retrying, s.dead, oldest
+        );
+    }
+    Ok(())
+}
+
+/// `keel dead list|show|replay`
+///
+/// # Errors
+/// Fails on unknown ids or when the database fails.
+pub async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<()> {
+    let wired = connect(settings).await?;
+    let rt = &wired.runtime;
+    match command {
+        DeadCommand::List { queue, json } => {
+            let items = admin::dead_letters(rt.db(), queue.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else if items.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:<36} {:<10} {:<34} {:>8}  LAST ERROR",
+                    "ID", "QUEUE", "JOB TYPE", "ATTEMPTS"
+                );
+                for j in items {
+                    println!(
+                        "{:<36} {:<10} {:<34} {:>8}  {}",
+                        j.id,
+                        j.queue,
+                        j.job_type,
+                        j.attempt,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        DeadCommand::Show { id, json } => {
+            let job = admin::show_job(rt.db(), &id).await.map_err(not_found)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                print!("{}", render_job(&job));
+            }
+        }
+        DeadCommand::Replay { ids, all, queue } => {
+            let ids = if all {
+                admin::dead_ids(rt.db(), queue.as_deref()).await?
+            } else {
+                ids
+            };
+            let replayed = admin::replay(rt.db(), &ids, rt.clock().now()).await?;
+            let missing: Vec<&String> = ids.iter().filter(|i| !replayed.contains(i)).collect();
+            println!("replayed {} job(s)", replayed.len());
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "not dead (or unknown), not replayed: {}",
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn not_found(e: RuntimeError) -> anyhow::Error {
+    anyhow::anyhow!(e)
+}
+
+fn render_job(j: &JobRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "job {}", j.id);
+    let _ = writeln!(out, "  queue:           {}", j.queue);
+    let _ = writeln!(out, "  type:            {}", j.job_type);
+    let _ = writeln!(out, "  state:           {}", j.state);
+    let _ = writeln!(out, "  attempts:        {}/{}", j.attempt, j.max_attempts);
+    let _ = writeln!(out, "  idempotency key: {}", j.idempotency_key);
+    let _ = writeln!(out, "  correlation id:  {}", j.correlation_id);
+    let _ = writeln!(out, "  replays:         {}", j.replays);
+    let _ = writeln!(out, "  payload:         {}", j.payload);
+    if let Some(e) = &j.last_error {
+        let _ = writeln!(out, "  last error:      {e}");
+    }
+    let _ = writeln!(out, "  attempts:");
+    for a in &j.attempts {
+        let _ = writeln!(out, "    · {}", render_attempt(a));
+    }
+    out
+}

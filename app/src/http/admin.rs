@@ -1,0 +1,165 @@
+//! The admin API: queues, dead letters, replay and traces — the same answers as the CLI,
+//! behind `Authorization: Bearer <admin_token>`. Without a configured token the routes are
+//! disabled (403), never open.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use events::http::{ApiError, ApiPath, ApiQuery};
+use runtime::RuntimeError;
+use runtime::admin::{JobRecord, QueueStats};
+use runtime::trace::Trace;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::EdgeState;
+
+/// The admin routes.
+pub fn routes(state: EdgeState) -> Router {
+    Router::new()
+        .route("/admin/queues", get(queues))
+        .route("/admin/dead-letters", get(dead_letters))
+        .route("/admin/dead-letters/{id}", get(dead_letter))
+        .route("/admin/dead-letters/{id}/replay", post(replay))
+        .route("/admin/traces/{correlation_id}", get(trace))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+/// Refuses requests without the admin bearer token (compared in constant time).
+async fn require_token(
+    State(state): State<EdgeState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin routes are disabled: set KEEL_ADMIN_TOKEN or [http] admin_token",
+        ));
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <admin token>` header is required",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compares without an early exit, so timing reveals nothing about the token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Maps runtime failures onto the HTTP error contract.
+pub fn runtime_error(e: RuntimeError) -> ApiError {
+    match e {
+        RuntimeError::NotFound(message) => ApiError::not_found("not_found", message),
+        RuntimeError::Database(db) => ApiError::from_database(&db),
+        other => {
+            tracing::error!(error = %other, "admin query failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "an internal error occurred",
+            )
+        }
+    }
+}
+
+async fn queues(State(state): State<EdgeState>) -> Result<Json<Value>, ApiError> {
+    let rt = &state.runtime;
+    let names: Vec<String> = rt.config().queues.keys().cloned().collect();
+    let stats: Vec<QueueStats> = runtime::admin::queue_stats(rt.db(), &names, rt.clock().now())
+        .await
+        .map_err(runtime_error)?;
+    Ok(Json(json!({ "queues": stats })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadQuery {
+    queue: Option<String>,
+}
+
+async fn dead_letters(
+    State(state): State<EdgeState>,
+    ApiQuery(q): ApiQuery<DeadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<JobRecord> =
+        runtime::admin::dead_letters(state.runtime.db(), q.queue.as_deref())
+            .await
+            .map_err(runtime_error)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn dead_letter(
+    State(state): State<EdgeState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    let job = runtime::admin::show_job(state.runtime.db(), &id)
+        .await
+        .map_err(runtime_error)?;
+    Ok(Json(job))
+}
+
+async fn replay(
+    State(state): State<EdgeState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rt = &state.runtime;
+    let replayed = runtime::admin::replay(rt.db(), std::slice::from_ref(&id), rt.clock().now())
+        .await
+        .map_err(runtime_error)?;
+    if replayed.is_empty() {
+        return Err(ApiError::not_found(
+            "dead_letter_not_found",
+            format!("no dead job has id {id}"),
+        ));
+    }
+    rt.wake_all();
+    Ok(Json(json!({ "replayed": replayed })))
+}
+
+async fn trace(
+    State(state): State<EdgeState>,
+    ApiPath(correlation_id): ApiPath<String>,
+) -> Result<Json<Trace>, ApiError> {
+    runtime::trace::trace(state.runtime.db(), &correlation_id)
+        .await
+        .map(Json)
+        .map_err(runtime_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-tokem", b"secret-token"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+        assert!(!constant_time_eq(b"", b"secret-token"));
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP edge: every module's routes merged into one router, behind the layers every
+//! request passes — correlation id, request record, idempotency keys, body limit, panics
+//! caught as JSON — plus the operational routes (health, readiness, admin, OpenAPI).
+
+pub mod admin;
+pub mod correlation;
+pub mod health;
+pub mod idempotency;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use events::http::ApiError;
+use runtime::Runtime;
+
+/// Everything the edge layers need.
+#[derive(Debug, Clone)]
+pub struct EdgeState {
+    /// The runtime (database, clock, admin queries).
+    pub runtime: Runtime,
+    /// Admin bearer token; `None` disables admin routes.
+    pub admin_token: Option<String>,
+}
+
+/// Builds the whole router from the modules' routes.
+pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> Router {
+    let mut app = Router::new();
+    for routes in module_routes {
+        app = app.merge(routes);
+    }
+    app.merge(health::routes(state.runtime.clone()))
+        .merge(admin::routes(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.runtime.clone(),
+            idempotency::layer,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn_with_state(
+            state.runtime,
+            correlation::layer,
+        ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "no route matches this path")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "an internal error occurred",
+    )
+    .into_response()
+}
