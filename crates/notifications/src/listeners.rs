@@ -1,0 +1,294 @@
+//! How the module reacts to events: by enqueuing deliveries, never by sending from here.
+//!
+//! Each listener runs in the transaction that completes its event delivery, so the jobs it
+//! enqueues exist exactly when the event counts as handled; unique keys make a re-run
+//! enqueue nothing twice.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use events::{
+    DbConn, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued, InvoicePaid, JobError,
+    JobQueue, Listener, NewJob, RecordCreated,
+};
+
+use crate::jobs::{DeliverWebhook, SendInvoiceEmail, Subject};
+use crate::store;
+
+/// Enqueues one signed delivery per endpoint subscribed to the event (by name or `*`).
+#[derive(Debug, Clone)]
+pub(crate) struct DeliverWebhooks {
+    jobs: Arc<dyn JobQueue>,
+}
+
+impl DeliverWebhooks {
+    pub(crate) fn new(jobs: Arc<dyn JobQueue>) -> Self {
+        Self { jobs }
+    }
+}
+
+#[async_trait]
+impl Listener for DeliverWebhooks {
+    fn name(&self) -> &'static str {
+        "notifications.on_event_deliver_webhooks"
+    }
+
+    fn consumes(&self) -> Vec<EventKey> {
+        vec![
+            RecordCreated::key(),
+            InvoiceIssued::key(),
+            InvoicePaid::key(),
+            ImportCompleted::key(),
+        ]
+    }
+
+    async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {
+        let subject = Subject::decode(&event.name, event.version, &event.payload)
+            .map_err(JobError::poison)?;
+        let ids = subject.ids();
+        let endpoints = store::subscribed_endpoints(tx, &event.name).await?;
+        let mut enqueued = 0_usize;
+        for endpoint_id in &endpoints {
+            let job = DeliverWebhook {
+                endpoint_id: *endpoint_id,
+                event_id: event.id,
+                event: event.name.clone(),
+                event_version: event.version,
+                occurred_at: event.occurred_at,
+                ids: ids.clone(),
+            };
+            if self.jobs.enqueue(tx, new_job(&job)?).await?.is_some() {
+                enqueued += 1;
+            }
+        }
+        tracing::debug!(
+            event_id = %event.id,
+            event = %event.name,
+            endpoints = endpoints.len(),
+            enqueued,
+            "webhook deliveries enqueued"
+        );
+        Ok(())
+    }
+}
+
+/// Enqueues the email telling a record's owner that its invoice was issued or paid.
+#[derive(Debug, Clone)]
+pub(crate) struct EmailInvoiceOwner {
+    jobs: Arc<dyn JobQueue>,
+}
+
+impl EmailInvoiceOwner {
+    pub(crate) fn new(jobs: Arc<dyn JobQueue>) -> Self {
+        Self { jobs }
+    }
+}
+
+#[async_trait]
+impl Listener for EmailInvoiceOwner {
+    fn name(&self) -> &'static str {
+        "notifications.on_invoice_event_email_owner"
+    }
+
+    fn consumes(&self) -> Vec<EventKey> {
+        vec![InvoiceIssued::key(), InvoicePaid::key()]
+    }
+
+    async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {
+        let (invoice_id, record_id) =
+            match Subject::decode(&event.name, event.version, &event.payload)
+                .map_err(JobError::poison)?
+            {
+                Subject::InvoiceIssued(e) => (e.invoice_id, e.record_id),
+                Subject::InvoicePaid(e) => (e.invoice_id, e.record_id),
+                Subject::Record(_) | Subject::Import(_) => {
+                    return Err(JobError::poison(format!(
+                        "{} is not an invoice event",
+                        event.name
+                    )));
+                }
+            };
+        let job = SendInvoiceEmail {
+            event_id: event.id,
+            event: event.name.clone(),
+            invoice_id,
+            record_id,
+        };
+        self.jobs.enqueue(tx, new_job(&job)?).await?;
+        Ok(())
+    }
+}
+
+fn new_job<J: events::Job>(job: &J) -> Result<NewJob, JobError> {
+    NewJob::of(job).map_err(|e| JobError::poison(format!("{} does not serialize: {e}", J::TYPE)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use chrono::DateTime;
+    use events::CorrelationId;
+    use events::jobs::FailureKind;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::tests::{add_endpoint, test_db};
+
+    /// A job queue that records what was enqueued and dedupes by type and unique key.
+    #[derive(Debug, Default)]
+    pub(crate) struct RecordingQueue {
+        pub jobs: Mutex<Vec<NewJob>>,
+    }
+
+    #[async_trait]
+    impl JobQueue for RecordingQueue {
+        async fn enqueue(
+            &self,
+            _conn: &mut DbConn,
+            job: NewJob,
+        ) -> Result<Option<Uuid>, sqlx::Error> {
+            let mut jobs = self.jobs.lock().unwrap();
+            let duplicate = job.unique_key.is_some()
+                && jobs
+                    .iter()
+                    .any(|j| j.job_type == job.job_type && j.unique_key == job.unique_key);
+            if duplicate {
+                return Ok(None);
+            }
+            jobs.push(job);
+            Ok(Some(Uuid::now_v7()))
+        }
+
+        async fn mark_processed(
+            &self,
+            _conn: &mut DbConn,
+            _handler: &str,
+            _key: &str,
+        ) -> Result<bool, sqlx::Error> {
+            Ok(true)
+        }
+    }
+
+    fn envelope<E: Event>(event: &E) -> EventEnvelope {
+        EventEnvelope {
+            id: Uuid::now_v7(),
+            name: E::NAME.to_owned(),
+            version: E::VERSION,
+            occurred_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            correlation_id: CorrelationId::new(),
+            causation_id: None,
+            payload: serde_json::to_value(event).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_delivery_is_enqueued_per_subscribed_endpoint_and_never_twice() {
+        let db = test_db().await;
+        let direct = add_endpoint(&db, "https://a.example/", &["record.created"], 1).await;
+        let star = add_endpoint(&db, "https://b.example/", &["*"], 2).await;
+        add_endpoint(&db, "https://c.example/", &["invoice.paid"], 3).await;
+        let queue = Arc::new(RecordingQueue::default());
+        let listener = DeliverWebhooks::new(queue.clone());
+        let record_id = Uuid::now_v7();
+        let event = envelope(&RecordCreated { record_id });
+
+        let mut conn = db.pool().acquire().await.unwrap();
+        listener.handle(&mut conn, &event).await.unwrap();
+        listener.handle(&mut conn, &event).await.unwrap();
+
+        let jobs = queue.jobs.lock().unwrap();
+        assert_eq!(jobs.len(), 2);
+        let mut targets: Vec<Uuid> = jobs
+            .iter()
+            .map(|j| {
+                assert_eq!(j.queue, "webhooks");
+                assert_eq!(j.job_type, "notifications.deliver_webhook");
+                let job: DeliverWebhook = serde_json::from_value(j.payload.clone()).unwrap();
+                assert_eq!(
+                    j.unique_key,
+                    Some(format!("{}:{}", event.id, job.endpoint_id))
+                );
+                assert_eq!(job.event_id, event.id);
+                assert_eq!(job.event, "record.created");
+                assert_eq!(job.occurred_at, event.occurred_at);
+                assert_eq!(job.ids["record_id"], record_id);
+                job.endpoint_id
+            })
+            .collect();
+        targets.sort();
+        let mut expected = vec![direct, star];
+        expected.sort();
+        assert_eq!(targets, expected);
+    }
+
+    #[tokio::test]
+    async fn an_event_nobody_subscribes_to_enqueues_nothing() {
+        let db = test_db().await;
+        add_endpoint(&db, "https://a.example/", &["record.created"], 1).await;
+        let queue = Arc::new(RecordingQueue::default());
+        let listener = DeliverWebhooks::new(queue.clone());
+        let mut conn = db.pool().acquire().await.unwrap();
+        let event = envelope(&ImportCompleted {
+            import_id: Uuid::now_v7(),
+        });
+        listener.handle(&mut conn, &event).await.unwrap();
+        assert!(queue.jobs.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_does_not_decode_is_poison() {
+        let db = test_db().await;
+        let queue = Arc::new(RecordingQueue::default());
+        let mut conn = db.pool().acquire().await.unwrap();
+        let mut event = envelope(&RecordCreated {
+            record_id: Uuid::now_v7(),
+        });
+        event.payload = json!({"record_id": "not-a-uuid"});
+        let err = DeliverWebhooks::new(queue.clone())
+            .handle(&mut conn, &event)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Poison);
+        let err = EmailInvoiceOwner::new(queue)
+            .handle(&mut conn, &event)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Poison);
+    }
+
+    #[tokio::test]
+    async fn invoice_events_enqueue_one_owner_email_keyed_by_event() {
+        let db = test_db().await;
+        let queue = Arc::new(RecordingQueue::default());
+        let listener = EmailInvoiceOwner::new(queue.clone());
+        let invoice_id = Uuid::now_v7();
+        let record_id = Uuid::now_v7();
+        let issued = envelope(&InvoiceIssued {
+            invoice_id,
+            record_id,
+        });
+        let paid = envelope(&InvoicePaid {
+            invoice_id,
+            record_id,
+        });
+        let mut conn = db.pool().acquire().await.unwrap();
+        for event in [&issued, &paid, &paid] {
+            listener.handle(&mut conn, event).await.unwrap();
+        }
+
+        let jobs = queue.jobs.lock().unwrap();
+        assert_eq!(jobs.len(), 2);
+        for (job, event) in jobs.iter().zip([&issued, &paid]) {
+            assert_eq!(job.queue, "emails");
+            assert_eq!(job.job_type, "notifications.send_invoice_email");
+            assert_eq!(job.unique_key, Some(event.id.to_string()));
+            let payload: SendInvoiceEmail = serde_json::from_value(job.payload.clone()).unwrap();
+            assert_eq!(payload.event, event.name);
+            assert_eq!(payload.invoice_id, invoice_id);
+            assert_eq!(payload.record_id, record_id);
+        }
+    }
+}
