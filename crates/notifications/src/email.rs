@@ -229,26 +229,26 @@ fn build_message(letter: &Letter<'_>) -> Result<Message, lettre::error::Error> {
     let amount = format_amount(letter.invoice.amount_cents, &letter.invoice.currency);
     let currency = &letter.invoice.currency;
     let verb = letter.news.verb();
-    let mut subject = format!("Invoice {verb}: {amount} {currency}");
+    let subject = format!("Invoice {verb}: {amount} {currency}");
     let closing = match letter.news {
         InvoiceNews::Issued => "",
         InvoiceNews::Paid => "\nThank you for your payment.\n",
     };
     let body = format!(
         "Hello,\n\n\
-         the invoice {id} for \"{title}\" has been {verb}.\n\n\
-         Invoice:  {id}\n\
-         Record:   {title}\n\
-         Amount:   {amount} {currency}\n\
-         Status:   {status}\n\
+         your invoice for \"{title}\" has been {verb}.\n\n\
+         \x20 Invoice:  {id}\n\
+         \x20 Record:   {title}\n\
+         \x20 Amount:   {amount} {currency}\n\
+         \x20 Status:   {status}\n\
          {closing}\n\
-         -- \nSent by Keel. Reference: {correlation}\n",
+         -- \n\
+         Sent by Keel. Reference: {correlation}\n",
         id = letter.invoice.invoice_id,
         title = letter.title,
         status = letter.invoice.status,
         correlation = letter.correlation_id,
     );
-    subject.truncate(200);
     Message::builder()
         .from(letter.from.clone())
         .to(letter.to.clone())
