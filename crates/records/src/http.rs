@@ -609,10 +609,65 @@ mod tests {
         assert_eq!(failed.len(), 12);
         assert_eq!(
             failed[0],
-            json!({ "line": 100, "error": "invalid title: must be 1 to 200 characters after trimming" })
+            json!({ "line": 100, "error": "invalid title: must be 1 to 200 characters after trimming, without control characters" })
         );
         let (_, page) = call(&h.app, get("/records?limit=200")).await;
         assert_eq!(page["items"].as_array().unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_hundred_thousand_line_import_runs_to_completion() {
+        let h = harness().await;
+        let line = "{\"title\":\"Bulk\",\"owner_email\":\"bulk@example.com\"}\n";
+        // Streamed in 64 KiB chunks, as a client would send it.
+        let file = line.repeat(100_000).into_bytes();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            file.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        let request = Request::post("/imports")
+            .body(Body::from_stream(futures::stream::iter(chunks)))
+            .unwrap();
+        let (status, body) = call(&h.app, request).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+
+        let handler = crate::jobs::RunImportHandler::new(
+            h.db.clone(),
+            h.outbox.clone(),
+            h.queue.clone(),
+            fixed_clock(),
+        );
+        let ctx = events::JobContext {
+            id: Uuid::now_v7(),
+            job_type: "records.run_import".to_owned(),
+            queue: "imports".to_owned(),
+            attempt: 1,
+            max_attempts: 6,
+            idempotency_key: id.to_string(),
+            trace: events::TraceContext::new_chain(),
+            enqueued_at: chrono::Utc::now(),
+            payload: json!({ "import_id": id }),
+        };
+        let mut outcome = String::new();
+        for _ in 0..1000 {
+            let detail =
+                events::jobs::HandleJob::handle(&handler, RunImport { import_id: id }, &ctx)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            outcome = detail["outcome"].as_str().unwrap().to_owned();
+            if outcome != "continued" {
+                break;
+            }
+        }
+        assert_eq!(outcome, "completed");
+        let (_, progress) = call(&h.app, get(&format!("/imports/{id}"))).await;
+        assert_eq!(progress["status"], "completed");
+        assert_eq!(progress["processed"], 100_000);
+        let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM records_records")
+            .fetch_one(h.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(records, 100_000);
     }
 
     #[tokio::test]

@@ -19,8 +19,11 @@ pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
 /// they are safe in import failure rows and logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidRecord {
-    /// The title is empty after trimming or longer than [`MAX_TITLE_CHARS`].
-    #[error("invalid title: must be 1 to {MAX_TITLE_CHARS} characters after trimming")]
+    /// The title is empty after trimming, longer than [`MAX_TITLE_CHARS`], or holds a
+    /// control character.
+    #[error(
+        "invalid title: must be 1 to {MAX_TITLE_CHARS} characters after trimming, without control characters"
+    )]
     Title,
     /// The owner email is not a plausible address.
     #[error(
@@ -44,7 +47,9 @@ impl Title {
     pub fn parse(raw: &str) -> Result<Self, InvalidRecord> {
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
-        if chars == 0 || chars > MAX_TITLE_CHARS {
+        // Control characters (NUL among them, which PostgreSQL text cannot hold) have no
+        // place in a one-line title.
+        if chars == 0 || chars > MAX_TITLE_CHARS || trimmed.chars().any(char::is_control) {
             return Err(InvalidRecord::Title);
         }
         Ok(Self(trimmed.to_owned()))
@@ -403,6 +408,8 @@ mod tests {
         assert_eq!(Title::parse(""), Err(InvalidRecord::Title));
         assert!(Title::parse(&"é".repeat(200)).is_ok());
         assert_eq!(Title::parse(&"x".repeat(201)), Err(InvalidRecord::Title));
+        assert_eq!(Title::parse("a\u{0}b"), Err(InvalidRecord::Title));
+        assert_eq!(Title::parse("two\nlines"), Err(InvalidRecord::Title));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 const TOO_LONG: &str = "line is longer than 64 KiB";
 const NOT_UTF8: &str = "line is not valid UTF-8";
+const HAS_NUL: &str = "malformed JSON: line contains a NUL byte";
 
 /// Why an upload could not be received.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,8 @@ impl LineSplitter {
             LineContent::Rejected(TOO_LONG.to_owned())
         } else {
             match String::from_utf8(bytes) {
+                // JSON never holds a raw NUL, and PostgreSQL text cannot store one.
+                Ok(text) if text.contains('\0') => LineContent::Rejected(HAS_NUL.to_owned()),
                 Ok(text) => LineContent::Text(text),
                 Err(_) => LineContent::Rejected(NOT_UTF8.to_owned()),
             }
@@ -335,8 +338,9 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_is_a_rejected_line() {
+    fn invalid_utf8_and_nul_bytes_are_rejected_lines() {
         assert_eq!(split_all(&[b"\xff\xfe\n"]), vec![rejected(1, NOT_UTF8)]);
+        assert_eq!(split_all(&[b"{\0}\n"]), vec![rejected(1, HAS_NUL)]);
     }
 
     fn stream_of(
