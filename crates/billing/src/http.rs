@@ -339,6 +339,55 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_concurrent_payments_have_exactly_one_winner() {
+        sqlx::any::install_default_drivers();
+        let path = std::env::temp_dir().join(format!("billing-pay-{}.db", Uuid::now_v7()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        for migration in crate::migrations::all() {
+            sqlx::raw_sql(migration.sqlite)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let record_id = Uuid::now_v7();
+        let outbox = Arc::new(RecordingOutbox::default());
+        let app = routes(BillingDeps {
+            db: events::Db::new(pool.clone(), events::Backend::Sqlite),
+            outbox: outbox.clone(),
+            clock: Arc::new(FixedClock(DateTime::from_timestamp_millis(0).unwrap())),
+            records: Arc::new(KnownRecords(vec![record_id])),
+        });
+        let (_, invoice) = call(
+            &app,
+            post_json(
+                "/invoices",
+                &json!({"record_id": record_id, "amount_cents": 1, "currency": "EUR"}),
+            ),
+        )
+        .await;
+        let pay = format!("/invoices/{}/pay", invoice["id"].as_str().unwrap());
+        let (a, b) = tokio::join!(call(&app, post_empty(&pay)), call(&app, post_empty(&pay)));
+        let mut statuses = vec![a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, vec![StatusCode::OK, StatusCode::CONFLICT]);
+        let paid_events = outbox
+            .published
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name == "invoice.paid")
+            .count();
+        assert_eq!(paid_events, 1);
+        pool.close().await;
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[tokio::test]
     async fn unknown_and_malformed_invoice_ids_are_refused() {
         let h = harness().await;
