@@ -89,16 +89,50 @@ pub enum DeadCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Dead letters grouped by queue, job type and error class, with counts.
+    Groups {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run dead jobs again with a fresh attempt budget and the same idempotency key.
     Replay {
         /// Job ids to replay.
+        #[arg(required_unless_present_any = ["all", "group"], conflicts_with_all = ["all", "group"])]
+        ids: Vec<String>,
+        /// Replay every dead job (of `--queue`, matching `--error-contains`, when given).
+        #[arg(long, conflicts_with = "group")]
+        all: bool,
+        /// With `--all`: only this queue.
+        #[arg(long, requires = "all")]
+        queue: Option<String>,
+        /// With `--all`: only jobs whose last error contains this text.
+        #[arg(long, requires = "all")]
+        error_contains: Option<String>,
+        /// Replay one group (see `keel dead groups`): one job first, the rest only if it
+        /// succeeds, at `--rate` a second. Needs a running worker.
+        #[arg(long)]
+        group: Option<String>,
+        /// With `--group`: jobs replayed per second after the first succeeded.
+        #[arg(long, default_value_t = 20, requires = "group")]
+        rate: usize,
+    },
+    /// Delete dead jobs for good.
+    Purge {
+        /// Job ids to delete.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<String>,
-        /// Replay every dead job (of `--queue` when given).
+        /// Every dead job (of `--queue` when given).
         #[arg(long)]
         all: bool,
         /// With `--all`: only this queue.
         #[arg(long, requires = "all")]
         queue: Option<String>,
+        /// Confirm: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
     },
 }

@@ -202,9 +202,71 @@ pub async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<(
                 print!("{}", render_job(&job));
             }
         }
-        DeadCommand::Replay { ids, all, queue } => {
+        DeadCommand::Groups { queue, json } => {
+            let groups = admin::dead_letter_groups(rt.db(), queue.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&groups)?);
+            } else if groups.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:<16} {:>6} {:<10} {:<34}  ERROR CLASS",
+                    "GROUP", "COUNT", "QUEUE", "JOB TYPE"
+                );
+                for g in groups {
+                    println!(
+                        "{:<16} {:>6} {:<10} {:<34}  {}",
+                        g.id, g.count, g.queue, g.job_type, g.error_class
+                    );
+                }
+            }
+        }
+        DeadCommand::Replay {
+            group: Some(group),
+            rate,
+            ..
+        } => {
+            let wake = || {};
+            let report = admin::replay_group(
+                rt.db(),
+                rt.clock().as_ref(),
+                &group,
+                rate,
+                crate::http::admin::GROUP_CANARY_TIMEOUT,
+                &wake,
+            )
+            .await?;
+            let state = report.canary_state.as_deref().unwrap_or("-");
+            println!(
+                "canary {} → {state}; replayed {} more; {} left dead",
+                report.canary.as_deref().unwrap_or("-"),
+                report.replayed.len(),
+                report.left_dead
+            );
+            if report.canary.is_some() && state != "completed" {
+                anyhow::bail!(
+                    "the first replayed job did not complete ({state}); the rest of the group was left dead"
+                );
+            }
+        }
+        DeadCommand::Replay {
+            ids,
+            all,
+            queue,
+            error_contains,
+            ..
+        } => {
             let ids = if all {
-                admin::dead_ids(rt.db(), queue.as_deref()).await?
+                let mut ids = Vec::new();
+                for job in admin::dead_letters(rt.db(), queue.as_deref()).await? {
+                    let matches = error_contains.as_deref().is_none_or(|needle| {
+                        job.last_error.as_deref().unwrap_or("").contains(needle)
+                    });
+                    if matches {
+                        ids.push(job.id);
+                    }
+                }
+                ids
             } else {
                 ids
             };
@@ -219,6 +281,32 @@ pub async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<(
                         .map(|s| s.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            }
+        }
+        DeadCommand::Purge {
+            ids,
+            all,
+            queue,
+            yes,
+        } => {
+            let ids = if all {
+                admin::dead_ids(rt.db(), queue.as_deref()).await?
+            } else {
+                ids
+            };
+            if !yes {
+                anyhow::bail!(
+                    "purging deletes {} dead job(s) and their attempts for good; re-run with --yes to confirm",
+                    ids.len()
+                );
+            }
+            let purged = admin::purge(rt.db(), &ids).await?;
+            println!("purged {} job(s)", purged.len());
+            if purged.len() != ids.len() {
+                anyhow::bail!(
+                    "{} id(s) were not dead jobs and were left alone",
+                    ids.len() - purged.len()
                 );
             }
         }

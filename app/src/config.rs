@@ -450,6 +450,9 @@ impl Settings {
                 .from
                 .unwrap_or_else(|| "Keel <no-reply@keel.localhost>".to_owned()),
         };
+        if let Some(d) = file.alerts.queue_age_threshold {
+            runtime.stale_queue_after = nonzero(d, "alerts.queue_age_threshold")?;
+        }
         let alerts = AlertSettings {
             webhook_url: file.alerts.webhook_url,
             secret: file.alerts.secret,

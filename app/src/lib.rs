@@ -9,6 +9,7 @@ pub mod application;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod contracts;
 pub mod http;
 pub mod telemetry;
 pub mod wiring;

@@ -23,7 +23,9 @@ pub fn routes(state: EdgeState) -> Router {
     Router::new()
         .route("/admin/queues", get(queues))
         .route("/admin/dead-letters", get(dead_letters))
-        .route("/admin/dead-letters/{id}", get(dead_letter))
+        .route("/admin/dead-letters/{id}", get(dead_letter).delete(purge))
+        .route("/admin/dead-letter-groups", get(groups))
+        .route("/admin/dead-letter-groups/{id}/replay", post(replay_group))
         .route("/admin/dead-letters/{id}/replay", post(replay))
         .route("/admin/traces/{correlation_id}", get(trace))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -140,6 +142,90 @@ async fn replay(
     rt.wake_all();
     Ok(Json(json!({ "replayed": replayed })))
 }
+
+async fn purge(
+    State(state): State<EdgeState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let purged = runtime::admin::purge(state.runtime.db(), std::slice::from_ref(&id))
+        .await
+        .map_err(runtime_error)?;
+    if purged.is_empty() {
+        return Err(ApiError::not_found(
+            "dead_letter_not_found",
+            format!("no dead job has id {id}"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn groups(
+    State(state): State<EdgeState>,
+    ApiQuery(q): ApiQuery<DeadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let groups = runtime::admin::dead_letter_groups(state.runtime.db(), q.queue.as_deref())
+        .await
+        .map_err(runtime_error)?;
+    Ok(Json(json!({ "groups": groups })))
+}
+
+/// Starts a careful group replay in the background (one canary first, then the rest at a
+/// capped rate) and answers at once.
+async fn replay_group(
+    State(state): State<EdgeState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let groups = runtime::admin::dead_letter_groups(state.runtime.db(), None)
+        .await
+        .map_err(runtime_error)?;
+    let Some(group) = groups.into_iter().find(|g| g.id == id) else {
+        return Err(ApiError::not_found(
+            "dead_letter_group_not_found",
+            format!("no dead-letter group has id {id}"),
+        ));
+    };
+    let rt = state.runtime.clone();
+    let group_id = group.id.clone();
+    tokio::spawn(async move {
+        let wake = {
+            let rt = rt.clone();
+            move || rt.wake_all()
+        };
+        match runtime::admin::replay_group(
+            rt.db(),
+            rt.clock().as_ref(),
+            &group_id,
+            GROUP_REPLAY_RATE,
+            GROUP_CANARY_TIMEOUT,
+            &wake,
+        )
+        .await
+        {
+            Ok(report) => tracing::info!(
+                group_id = %report.group_id,
+                canary_state = report.canary_state.as_deref().unwrap_or(""),
+                replayed = report.replayed.len(),
+                left_dead = report.left_dead,
+                "group replay finished"
+            ),
+            Err(e) => tracing::warn!(error = %e, "group replay failed"),
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "group_id": group.id,
+            "jobs": group.count,
+            "status": "started",
+            "message": "one job is replayed first; the rest follow only if it succeeds",
+        })),
+    ))
+}
+
+/// Jobs per second a group replay sends after its canary succeeded.
+pub const GROUP_REPLAY_RATE: usize = 20;
+/// How long a group replay waits for its canary.
+pub const GROUP_CANARY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn trace(
     State(state): State<EdgeState>,

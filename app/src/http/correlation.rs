@@ -24,6 +24,7 @@ pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next)
     let request_id = Uuid::now_v7();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+
     let span = tracing::info_span!(
         "request",
         %method,
@@ -46,6 +47,7 @@ pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next)
         response.headers_mut().insert(HEADER, value);
     }
     let elapsed = started.elapsed();
+
     if method != Method::GET && method != Method::HEAD {
         let record = runtime::trace::RequestRecord {
             id: request_id,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod correlation;
 pub mod health;
 pub mod idempotency;
+pub mod metrics;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +32,8 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
     }
     app.merge(health::routes(state.runtime.clone()))
         .merge(admin::routes(state.clone()))
+        .merge(metrics::routes(state.runtime.clone()))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

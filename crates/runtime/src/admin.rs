@@ -95,6 +95,25 @@ fn sum(row: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
     }
 }
 
+/// Worker processes that heartbeat within `dead_after`.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn workers_alive(
+    db: &Db,
+    now: DateTime<Utc>,
+    dead_after: std::time::Duration,
+) -> Result<i64, RuntimeError> {
+    let since = now.timestamp_millis() - i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX);
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM keel_workers WHERE stopped_at IS NULL AND heartbeat_at >= $1",
+    )
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(sum(&row, "n")?)
+}
+
 /// One attempt of a job, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
@@ -306,4 +325,252 @@ pub async fn dead_ids(db: &Db, queue: Option<&str>) -> Result<Vec<String>, Runti
         .iter()
         .map(|r| r.try_get::<String, _>("id"))
         .collect::<Result<_, _>>()?)
+}
+
+/// Dead letters that failed the same way: same queue, job type and error class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterGroup {
+    /// Stable id of the group (a hash of queue, job type and error class).
+    pub id: String,
+    /// The queue.
+    pub queue: String,
+    /// The job type.
+    pub job_type: String,
+    /// The last error with ids and long numbers blanked out.
+    pub error_class: String,
+    /// How many dead jobs are in it.
+    pub count: usize,
+    /// One example error as recorded.
+    pub example_error: String,
+    /// The newest member's finish time.
+    pub latest: Option<DateTime<Utc>>,
+    /// Member job ids, oldest first.
+    pub job_ids: Vec<String>,
+}
+
+/// The error with what differs between occurrences (UUIDs, hex ids, long numbers) blanked,
+/// so "the same failure" groups together.
+pub fn error_class(error: &str) -> String {
+    let mut out = String::with_capacity(error.len());
+    for token in error.split_inclusive(|c: char| c.is_whitespace() || "()[],;:'\"".contains(c)) {
+        let trimmed =
+            token.trim_end_matches(|c: char| c.is_whitespace() || "()[],;:'\"".contains(c));
+        let tail = &token[trimmed.len()..];
+        let digits = trimmed.chars().filter(char::is_ascii_digit).count();
+        let hexish = trimmed.len() >= 8
+            && trimmed.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+            && digits > 0;
+        if hexish || (digits >= 4 && digits * 2 >= trimmed.len()) {
+            out.push_str("<id>");
+        } else {
+            out.push_str(trimmed);
+        }
+        out.push_str(tail);
+    }
+    out.chars().take(200).collect()
+}
+
+/// A short stable id for a group key (FNV-1a, hex).
+fn group_id(queue: &str, job_type: &str, class: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in queue
+        .bytes()
+        .chain([0])
+        .chain(job_type.bytes())
+        .chain([0])
+        .chain(class.bytes())
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Dead letters grouped by (queue, job type, error class), largest group first.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn dead_letter_groups(
+    db: &Db,
+    queue: Option<&str>,
+) -> Result<Vec<DeadLetterGroup>, RuntimeError> {
+    let rows = sqlx::query(
+        "SELECT id, queue, job_type, last_error, finished_at FROM keel_jobs \
+         WHERE state = 'dead' AND ($1 IS NULL OR queue = $1) ORDER BY finished_at, id",
+    )
+    .bind(queue)
+    .fetch_all(db.pool())
+    .await?;
+    let mut groups: BTreeMap<String, DeadLetterGroup> = BTreeMap::new();
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let queue: String = row.try_get("queue")?;
+        let job_type: String = row.try_get("job_type")?;
+        let error: Option<String> = row.try_get("last_error")?;
+        let error = error.unwrap_or_default();
+        let finished: Option<i64> = row.try_get("finished_at")?;
+        let class = error_class(&error);
+        let gid = group_id(&queue, &job_type, &class);
+        let group = groups
+            .entry(gid.clone())
+            .or_insert_with(|| DeadLetterGroup {
+                id: gid,
+                queue,
+                job_type,
+                error_class: class,
+                count: 0,
+                example_error: error,
+                latest: None,
+                job_ids: Vec::new(),
+            });
+        group.count += 1;
+        group.latest = finished.map(millis).max(group.latest);
+        group.job_ids.push(id);
+    }
+    let mut out: Vec<DeadLetterGroup> = groups.into_values().collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// The outcome of replaying a group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupReplay {
+    /// The group.
+    pub group_id: String,
+    /// The job replayed first, alone.
+    pub canary: Option<String>,
+    /// The canary's state when we stopped waiting: `completed` lets the rest go.
+    pub canary_state: Option<String>,
+    /// Jobs replayed after the canary succeeded.
+    pub replayed: Vec<String>,
+    /// Jobs left dead (the canary failed or did not finish in time).
+    pub left_dead: usize,
+}
+
+/// Replays a group carefully: first one job alone; only when it completes, the rest, at most
+/// `per_second` a second. A group that fails again stays dead after one more attempt, instead
+/// of sending its whole backlog at a receiver that is still broken.
+///
+/// # Errors
+/// [`RuntimeError::NotFound`] for an unknown group; database failures.
+pub async fn replay_group(
+    db: &Db,
+    clock: &dyn events::Clock,
+    group_id: &str,
+    per_second: usize,
+    canary_timeout: std::time::Duration,
+    wake: &(dyn Fn() + Send + Sync),
+) -> Result<GroupReplay, RuntimeError> {
+    let group = dead_letter_groups(db, None)
+        .await?
+        .into_iter()
+        .find(|g| g.id == group_id)
+        .ok_or_else(|| RuntimeError::NotFound(format!("no dead-letter group has id {group_id}")))?;
+    let mut ids = group.job_ids.into_iter();
+    let Some(canary) = ids.next() else {
+        return Ok(GroupReplay {
+            group_id: group_id.to_owned(),
+            canary: None,
+            canary_state: None,
+            replayed: Vec::new(),
+            left_dead: 0,
+        });
+    };
+    replay(db, std::slice::from_ref(&canary), clock.now()).await?;
+    wake();
+    let deadline = tokio::time::Instant::now() + canary_timeout;
+    let mut state = String::from("available");
+    while tokio::time::Instant::now() < deadline {
+        state = job_state(db, &canary).await?;
+        if matches!(
+            state.as_str(),
+            "completed" | "dead" | "cancelled" | "retrying"
+        ) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rest: Vec<String> = ids.collect();
+    if state != "completed" {
+        return Ok(GroupReplay {
+            group_id: group_id.to_owned(),
+            canary: Some(canary),
+            canary_state: Some(state),
+            replayed: Vec::new(),
+            left_dead: rest.len(),
+        });
+    }
+    let mut replayed = Vec::with_capacity(rest.len());
+    for chunk in rest.chunks(per_second.max(1)) {
+        replayed.extend(replay(db, chunk, clock.now()).await?);
+        wake();
+        if replayed.len() < rest.len() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    Ok(GroupReplay {
+        group_id: group_id.to_owned(),
+        canary: Some(canary),
+        canary_state: Some(state),
+        left_dead: rest.len() - replayed.len(),
+        replayed,
+    })
+}
+
+async fn job_state(db: &Db, id: &str) -> Result<String, RuntimeError> {
+    let row = sqlx::query("SELECT state FROM keel_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| RuntimeError::NotFound(format!("no job has id {id}")))?;
+    Ok(row.try_get("state")?)
+}
+
+/// Deletes dead jobs (and their attempts) for good. Returns the ids deleted; ids that are
+/// not dead are left alone.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn purge(db: &Db, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+    let mut purged = Vec::new();
+    let mut tx = db.begin().await?;
+    for id in ids {
+        let n = sqlx::query("DELETE FROM keel_jobs WHERE id = $1 AND state = 'dead'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            sqlx::query("DELETE FROM keel_job_attempts WHERE job_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            purged.push(id.clone());
+        }
+    }
+    tx.commit().await?;
+    Ok(purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes_ignore_ids_but_keep_statuses() {
+        assert_eq!(
+            error_class("receiver answered 500"),
+            "receiver answered 500"
+        );
+        assert_eq!(
+            error_class("event 01a21707-959d-74d9-968d-8d713d45a948 no longer exists"),
+            "event <id> no longer exists"
+        );
+        assert_eq!(
+            error_class("worker 26043-01a2170786077688bc1dc0bb91e328c7 stopped heartbeating"),
+            "worker <id> stopped heartbeating"
+        );
+        assert_eq!(group_id("q", "t", "e"), group_id("q", "t", "e"));
+        assert_ne!(group_id("q", "t", "e"), group_id("q", "t", "f"));
+    }
 }

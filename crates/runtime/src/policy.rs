@@ -90,6 +90,8 @@ pub struct RuntimeConfig {
     pub poll_interval: Duration,
     /// How long in-flight jobs may run on after SIGTERM before they are handed back.
     pub shutdown_grace: Duration,
+    /// A queue whose oldest ready job waited longer than this raises a `queue_stale` alert.
+    pub stale_queue_after: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -105,6 +107,7 @@ impl Default for RuntimeConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            stale_queue_after: Duration::from_secs(600),
         }
     }
 }

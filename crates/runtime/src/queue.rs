@@ -90,6 +90,13 @@ impl SqlJobQueue {
         if inserted == 0 {
             return Ok(None);
         }
+        // Counted at insert: a rolled-back transaction still counts (there is no commit hook).
+        metrics::counter!(
+            "keel_jobs_enqueued_total",
+            "queue" => job.queue.clone(),
+            "job_type" => job.job_type.clone()
+        )
+        .increment(1);
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::wake::CHANNEL)

@@ -174,19 +174,14 @@ impl JobHandler for ListenerRunner {
 }
 
 impl ListenerRunner {
-    async fn deliver(&self, envelope: &EventEnvelope) -> Result<JobDetail, JobError> {
+    /// Delivers `stored`, upcast step by step (`events::catalog::registry()`) to the version
+    /// the listener consumes — the same path for a first delivery and a replayed dead letter.
+    async fn deliver(&self, stored: &EventEnvelope) -> Result<JobDetail, JobError> {
         let consumes = self.listener.consumes();
-        if !consumes
-            .iter()
-            .any(|k| k.name == envelope.name && k.version == envelope.version)
-        {
-            return Err(JobError::poison(format!(
-                "listener {} does not consume {}.v{}",
-                self.listener.name(),
-                envelope.name,
-                envelope.version
-            )));
-        }
+        let envelope = events::catalog::registry()
+            .for_listener(stored, &consumes)
+            .map_err(|e| JobError::poison(format!("listener {} {e}", self.listener.name())))?;
+        let envelope = envelope.as_ref();
         let mut tx = self.db.begin().await?;
         let first = self
             .jobs
@@ -200,6 +195,7 @@ impl ListenerRunner {
             "listener": self.listener.name(),
             "event": format!("{}.v{}", envelope.name, envelope.version),
             "event_id": envelope.id,
+            "stored_version": stored.version,
             "skipped": !first,
         })))
     }

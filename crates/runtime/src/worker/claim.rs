@@ -33,12 +33,14 @@ pub struct ClaimedJob {
     pub causation_id: Option<String>,
     /// When it was enqueued (ms).
     pub enqueued_at: i64,
+    /// When it became due (ms): its wait is `started_at - run_at`.
+    pub run_at: i64,
     /// When this attempt started (ms).
     pub started_at: i64,
 }
 
 const RETURNING: &str = "RETURNING id, queue, job_type, payload, attempt, max_attempts, \
-     idempotency_key, correlation_id, causation_id, enqueued_at";
+     idempotency_key, correlation_id, causation_id, enqueued_at, run_at";
 
 /// Claims up to `limit` ready jobs of `queue` for `worker`.
 ///
@@ -90,6 +92,7 @@ fn decode(row: &AnyRow, started_at: i64) -> Result<ClaimedJob, sqlx::Error> {
         correlation_id: row.try_get("correlation_id")?,
         causation_id: row.try_get("causation_id")?,
         enqueued_at: row.try_get("enqueued_at")?,
+        run_at: row.try_get("run_at")?,
         started_at,
     })
 }

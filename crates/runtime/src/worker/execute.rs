@@ -114,11 +114,38 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
             }
         }
     };
+    let finished_at = now.timestamp_millis();
+    record_metrics(&job, finished_at, &result);
     Outcome {
         job,
-        finished_at: now.timestamp_millis(),
+        finished_at,
         result,
     }
+}
+
+/// Job figures for `/metrics`, labelled by queue and job type.
+fn record_metrics(job: &ClaimedJob, finished_at: i64, result: &Verdict) {
+    let labels = [
+        ("queue", job.queue.clone()),
+        ("job_type", job.job_type.clone()),
+    ];
+    let outcome = match result {
+        Verdict::Completed { .. } => "keel_jobs_completed_total",
+        Verdict::Retry { .. } => "keel_jobs_failed_total",
+        Verdict::Dead { .. } => "keel_jobs_dead_total",
+        Verdict::Cancelled { .. } => "keel_jobs_cancelled_total",
+        Verdict::HandBack => return,
+    };
+    metrics::counter!(outcome, &labels).increment(1);
+    if matches!(result, Verdict::Dead { .. }) {
+        // A dead job also failed its last attempt.
+        metrics::counter!("keel_jobs_failed_total", &labels).increment(1);
+    }
+    let seconds = |ms: i64| ms.max(0) as f64 / 1000.0;
+    metrics::histogram!("keel_job_duration_seconds", &labels)
+        .record(seconds(finished_at - job.started_at));
+    metrics::histogram!("keel_job_wait_seconds", &labels)
+        .record(seconds(job.started_at - job.run_at.max(job.enqueued_at)));
 }
 
 async fn run(

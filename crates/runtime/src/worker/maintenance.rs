@@ -80,16 +80,106 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 pub async fn once(shared: &Shared) -> Result<(), sqlx::Error> {
     let now = shared.clock.now();
     let now_ms = now.timestamp_millis();
-    sqlx::query("UPDATE keel_workers SET heartbeat_at = $1 WHERE id = $2")
-        .bind(now_ms)
+    // A process declared silent (say, through a long database outage) that is alive after
+    // all comes back: its rescued jobs are no longer its own, and its new claims must not be
+    // rescued from under it.
+    let beat =
+        sqlx::query("UPDATE keel_workers SET heartbeat_at = $1, stopped_at = NULL WHERE id = $2")
+            .bind(now_ms)
+            .bind(&shared.worker_id)
+            .execute(shared.db.pool())
+            .await?
+            .rows_affected();
+    if beat == 0 {
+        sqlx::query(
+            "INSERT INTO keel_workers (id, host, pid, queues, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, '', $4, $4)",
+        )
         .bind(&shared.worker_id)
+        .bind(hostname())
+        .bind(i64::from(std::process::id()))
+        .bind(now_ms)
         .execute(shared.db.pool())
         .await?;
+    }
     if !take_lease(shared, now_ms).await? {
         return Ok(());
     }
     rescue(shared, now_ms).await?;
+    retire_silent_workers(shared, now_ms).await?;
+    watch_queue_age(shared, now).await?;
     prune(shared, now_ms).await?;
+    Ok(())
+}
+
+/// Marks processes that stopped heartbeating as stopped — their jobs were just rescued —
+/// and raises one `worker_silent` alert for each.
+async fn retire_silent_workers(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
+    let silent_since = now_ms - millis(shared.config.dead_after);
+    let rows = sqlx::query(
+        "SELECT id, host, pid, heartbeat_at FROM keel_workers          WHERE stopped_at IS NULL AND heartbeat_at < $1",
+    )
+    .bind(silent_since)
+    .fetch_all(shared.db.pool())
+    .await?;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let host: String = row.try_get("host")?;
+        let pid: i64 = row.try_get("pid")?;
+        let heartbeat: i64 = row.try_get("heartbeat_at")?;
+        let retired = sqlx::query(
+            "UPDATE keel_workers SET stopped_at = $1 WHERE id = $2 AND stopped_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(&id)
+        .execute(shared.db.pool())
+        .await?
+        .rows_affected();
+        if retired == 1 {
+            shared.alerts.raise(Alert {
+                kind: "worker_silent",
+                subject: id.clone(),
+                message: format!(
+                    "worker {id} (pid {pid} on {host}) stopped heartbeating {} s ago; its jobs were rescued",
+                    (now_ms - heartbeat) / 1000
+                ),
+                detail: serde_json::json!({ "worker_id": id, "host": host, "pid": pid }),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Raises `queue_stale` for each queue whose oldest ready job has waited too long.
+async fn watch_queue_age(
+    shared: &Shared,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let queues: Vec<String> = shared.config.queues.keys().cloned().collect();
+    let threshold = shared.config.stale_queue_after.as_secs_f64();
+    let stats = match crate::admin::queue_stats(&shared.db, &queues, now).await {
+        Ok(s) => s,
+        Err(crate::RuntimeError::Database(e)) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "queue statistics failed");
+            return Ok(());
+        }
+    };
+    for s in stats {
+        if let Some(age) = s.oldest_ready_age_seconds
+            && age > threshold
+        {
+            shared.alerts.raise(Alert {
+                kind: "queue_stale",
+                subject: s.queue.clone(),
+                message: format!(
+                    "queue {} has a job ready for {age:.0} s (threshold {threshold:.0} s); {} ready",
+                    s.queue, s.ready
+                ),
+                detail: serde_json::json!({ "queue": s.queue, "oldest_ready_age_seconds": age, "ready": s.ready }),
+            });
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,103 @@
+//! `GET /metrics`: Prometheus text. Counters and histograms are recorded where things happen
+//! (the runtime's workers, the HTTP edge, webhook deliveries) through the `metrics` facade;
+//! queue depth, oldest ready age and live workers are read from the database at scrape time,
+//! so every replica reports the shared truth.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use events::http::ApiError;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use runtime::Runtime;
+
+use super::admin::runtime_error;
+
+/// Histogram buckets in seconds: from a fast claim to a slow webhook.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The process-wide recorder (installed once, even when tests start several apps).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics shows this one only"
+            );
+        }
+        handle
+    })
+}
+
+/// The metrics route.
+pub fn routes(runtime: Runtime) -> Router {
+    handle();
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(runtime)
+}
+
+/// Counts requests and their latency by route template (`/records/{id}`, so there is not
+/// one series per id) and status. Applied as a route layer, where the template is known.
+pub async fn track(
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().to_string();
+    let route = route.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("keel_http_requests_total", &labels).increment(1);
+    metrics::histogram!("keel_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, ApiError> {
+    let now = runtime.clock().now();
+    let names: Vec<String> = runtime.config().queues.keys().cloned().collect();
+    let stats = runtime::admin::queue_stats(runtime.db(), &names, now)
+        .await
+        .map_err(runtime_error)?;
+    for s in &stats {
+        for (state, n) in [
+            ("ready", s.ready),
+            ("scheduled", s.scheduled),
+            ("running", s.running),
+            ("retrying", s.retrying),
+            ("dead", s.dead),
+        ] {
+            metrics::gauge!("keel_queue_jobs", "queue" => s.queue.clone(), "state" => state)
+                .set(n as f64);
+        }
+        metrics::gauge!("keel_queue_oldest_ready_age_seconds", "queue" => s.queue.clone())
+            .set(s.oldest_ready_age_seconds.unwrap_or(0.0));
+    }
+    let alive = runtime::admin::workers_alive(runtime.db(), now, runtime.config().dead_after)
+        .await
+        .map_err(runtime_error)?;
+    metrics::gauge!("keel_workers_alive").set(alive as f64);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle().render(),
+    ))
+}
