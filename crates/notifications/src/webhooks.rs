@@ -182,6 +182,14 @@ impl HandleJob<DeliverWebhook> for Deliverer {
             Err(err) => Err(err),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let status_class = match &outcome {
+            Ok((status, _)) => format!("{}xx", status.as_u16() / 100),
+            Err(_) => "transport_error".to_owned(),
+        };
+        metrics::counter!("keel_webhook_deliveries_total", "status_class" => status_class)
+            .increment(1);
+        metrics::histogram!("keel_webhook_delivery_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
 
         match outcome {
             Ok((status, response)) => {
