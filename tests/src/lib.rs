@@ -1,1 +1,31 @@
-//! Shared test harness.
+//! The shared test harness: real databases on both backends, injected time, and a test
+//! module whose jobs and listeners do what a test tells them.
+//!
+//! - [`db`]: [`TestDb`], a fresh database per test (a SQLite file, or a new PostgreSQL
+//!   database when `KEEL_TEST_POSTGRES_URL` is set), and the [`both_backends!`] and
+//!   [`postgres_only!`] macros that run one test body on each backend;
+//! - [`clock`]: [`ManualClock`], time that moves only when a test says so;
+//! - [`poll`]: [`eventually`], waiting for an observable outcome with a deadline instead of
+//!   sleeping;
+//! - [`alerts`]: [`RecordingAlerts`], an alert sink a test can read back;
+//! - [`testkit`]: the `testkit` module — job handlers driven by a [`Plan`] in their payload
+//!   (succeed, fail N times, hang, panic, publish, guard an effect) that record every run,
+//!   and listeners that record what they saw;
+//! - [`harness`]: [`TestRuntime`], a runtime wired with the testkit over a [`TestDb`];
+//! - [`process`]: spawning and signalling the `test-worker` binary for multi-process tests.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod alerts;
+pub mod clock;
+pub mod db;
+pub mod harness;
+pub mod poll;
+pub mod process;
+pub mod testkit;
+
+pub use alerts::RecordingAlerts;
+pub use clock::ManualClock;
+pub use db::TestDb;
+pub use harness::TestRuntime;
+pub use poll::eventually;
+pub use testkit::{Kit, Plan};

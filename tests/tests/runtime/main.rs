@@ -1,0 +1,18 @@
+//! The runtime's behaviour, on real databases: the outbox, retries and dead letters, poison,
+//! dedupe and the inbox guard, trace ids, graceful shutdown, rescue of jobs held by killed
+//! processes, queue statistics, migrations and wake-ups.
+//!
+//! Every test runs on SQLite and — when `KEEL_TEST_POSTGRES_URL` is set — on PostgreSQL
+//! (`<test>::sqlite`, `<test>::postgres`), except the few only PostgreSQL can do.
+#![allow(clippy::unwrap_used)]
+
+mod dead_letters;
+mod migrations;
+mod outbox;
+mod processes;
+mod retries;
+mod shutdown;
+mod stats;
+mod trace_ids;
+mod uniqueness;
+mod wakeups;

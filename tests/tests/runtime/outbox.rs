@@ -1,0 +1,181 @@
+//! The transactional outbox: events commit with the caller's transaction, fan out to one
+//! delivery per listener, survive a crash between commit and dispatch, and one listener's
+//! failure never holds up or repeats another's.
+
+use std::time::Duration;
+
+use events::NewJob;
+use events::outbox::OutboxExt;
+use tests::harness::WAIT;
+use tests::testkit::{
+    FLAKY_LISTENER, Happened, Ignored, Plan, RECORDING_LISTENER, Run, listener_runs,
+};
+use tests::{TestDb, TestRuntime, both_backends, eventually};
+
+fn happened(key: &str) -> Happened {
+    Happened {
+        key: key.to_owned(),
+        flaky: false,
+    }
+}
+
+async fn seen(rt: &TestRuntime, event_id: &str) -> i64 {
+    rt.count(
+        "SELECT COUNT(*) FROM testkit_seen WHERE event_id = $1",
+        &[event_id],
+    )
+    .await
+}
+
+both_backends!(
+    publishing_in_a_committed_transaction_stores_the_event_and_one_delivery_per_listener,
+    a_rolled_back_transaction_publishes_nothing,
+    an_event_committed_before_a_crash_is_still_delivered_after_restart,
+    each_listener_gets_its_own_delivery_so_a_failing_one_never_blocks_or_repeats_another,
+);
+
+async fn publishing_in_a_committed_transaction_stores_the_event_and_one_delivery_per_listener(
+    db: TestDb,
+) {
+    let rt = TestRuntime::new(&db).await;
+    let event = rt.publish(&happened("a")).await;
+    let id = event.id.to_string();
+    assert_eq!(
+        rt.count("SELECT COUNT(*) FROM keel_events WHERE id = $1", &[&id])
+            .await,
+        1
+    );
+    let deliveries = sqlx::query_scalar::<_, String>(
+        "SELECT job_type FROM keel_jobs WHERE causation_id = $1 AND queue = 'events' \
+         AND state = 'available' ORDER BY job_type",
+    )
+    .bind(&id)
+    .fetch_all(rt.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        deliveries,
+        vec![
+            format!("listener:{FLAKY_LISTENER}"),
+            format!("listener:{RECORDING_LISTENER}")
+        ]
+    );
+
+    // An event nobody consumes is stored, and fans out to nothing.
+    let ignored = rt.publish(&Ignored { key: "b".into() }).await;
+    let ignored_id = ignored.id.to_string();
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM keel_events WHERE id = $1",
+            &[&ignored_id]
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM keel_jobs WHERE causation_id = $1",
+            &[&ignored_id]
+        )
+        .await,
+        0
+    );
+
+    let workers = rt.start_workers().await;
+    eventually(WAIT, "both listeners to handle the event", || async {
+        (seen(&rt, &id).await == 2).then_some(())
+    })
+    .await;
+    workers.shutdown().await;
+}
+
+async fn a_rolled_back_transaction_publishes_nothing(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    let mut tx = rt.db.begin().await.unwrap();
+    rt.runtime
+        .outbox()
+        .publish(&mut tx, &happened("rolled back"))
+        .await
+        .unwrap();
+    rt.runtime
+        .jobs()
+        .enqueue(&mut tx, NewJob::of(&Run(Plan::new("rolled back"))).unwrap())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_events", &[]).await, 0);
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_jobs", &[]).await, 0);
+}
+
+async fn an_event_committed_before_a_crash_is_still_delivered_after_restart(db: TestDb) {
+    // Commit with no workers running, then the process "dies".
+    let first = TestRuntime::new(&db).await;
+    let event = first.publish(&happened("crash")).await;
+    first.db.pool().close().await;
+    drop(first);
+
+    let second = TestRuntime::new(&db).await;
+    let workers = second.start_workers().await;
+    let id = event.id.to_string();
+    eventually(
+        WAIT,
+        "both listeners to handle the event after restart",
+        || async { (seen(&second, &id).await == 2).then_some(()) },
+    )
+    .await;
+    workers.shutdown().await;
+}
+
+async fn each_listener_gets_its_own_delivery_so_a_failing_one_never_blocks_or_repeats_another(
+    db: TestDb,
+) {
+    let rt = TestRuntime::new(&db).await;
+    let workers = rt.start_workers().await;
+    let event = rt
+        .publish(&Happened {
+            key: "flaky".into(),
+            flaky: true,
+        })
+        .await;
+    let id = event.id.to_string();
+    let delivery = |listener: &'static str| {
+        let rt = &rt;
+        let id = id.clone();
+        async move {
+            let job: String = sqlx::query_scalar(
+                "SELECT id FROM keel_jobs WHERE causation_id = $1 AND job_type = $2",
+            )
+            .bind(&id)
+            .bind(format!("listener:{listener}"))
+            .fetch_one(rt.db.pool())
+            .await
+            .unwrap();
+            uuid::Uuid::parse_str(&job).unwrap()
+        }
+    };
+    let recording = delivery(RECORDING_LISTENER).await;
+    let flaky = delivery(FLAKY_LISTENER).await;
+
+    let done = rt.wait_for_state(recording, "completed").await;
+    assert_eq!(done.attempt, 1);
+    let failed = rt.wait_for_attempt(flaky, "retrying", 1).await;
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("the flaky listener is down")
+    );
+
+    // The flaky listener retries on its own schedule; the other one never runs again.
+    rt.advance(Duration::from_secs(10));
+    rt.wait_for_attempt(flaky, "retrying", 2).await;
+    assert_eq!(listener_runs(RECORDING_LISTENER, &id), 1);
+    assert_eq!(listener_runs(FLAKY_LISTENER, &id), 2);
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM testkit_seen WHERE event_id = $1 AND listener = $2",
+            &[&id, RECORDING_LISTENER]
+        )
+        .await,
+        1
+    );
+    workers.shutdown().await;
+}

@@ -1,0 +1,169 @@
+//! Several worker processes: a SIGKILLed worker's job is rescued after `dead_after` and run
+//! again elsewhere; two processes on one PostgreSQL run each of many jobs exactly once.
+
+use std::time::Duration;
+
+use tests::harness::WAIT;
+use tests::process::{WorkerProcess, WorkerTiming};
+use tests::testkit::{Plan, Run};
+use tests::{TestDb, TestRuntime, both_backends, eventually, postgres_only};
+
+both_backends!(a_job_held_by_a_killed_worker_process_is_rescued_and_completed_elsewhere);
+postgres_only!(two_worker_processes_run_each_of_many_jobs_exactly_once);
+
+const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
+
+/// Waits until `n` worker processes with these pids have registered.
+async fn wait_registered(rt: &TestRuntime, pids: &[u32]) {
+    for pid in pids {
+        let what = format!("worker process {pid} to register");
+        eventually(WAIT, &what, || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM keel_workers WHERE pid = $1 AND stopped_at IS NULL",
+            )
+            .bind(i64::from(*pid))
+            .fetch_one(rt.db.pool())
+            .await
+            .unwrap();
+            (n > 0).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn a_job_held_by_a_killed_worker_process_is_rescued_and_completed_elsewhere(db: TestDb) {
+    let timing = WorkerTiming::default();
+    let rt = TestRuntime::builder(&db)
+        .system_clock()
+        .config(|c| {
+            c.heartbeat_interval = timing.heartbeat;
+            c.dead_after = timing.dead_after;
+            c.poll_interval = timing.poll;
+        })
+        .build()
+        .await;
+    let mut child = WorkerProcess::spawn(WORKER, rt.url(), timing);
+    wait_registered(&rt, &[child.pid()]).await;
+
+    let id = rt.enqueue(Plan::new("kill me").hang(1)).await;
+    rt.wait_until_running(id, 1).await;
+    assert_eq!(rt.runs(id).await[0].1, i64::from(child.pid()));
+    child.kill().await;
+
+    let workers = rt.start_workers().await;
+    let done = rt.wait_for_state(id, "completed").await;
+    let outcomes: Vec<_> = done
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str()))
+        .collect();
+    assert_eq!(outcomes, vec![(1, "lost"), (2, "completed")]);
+    let lost = &done.attempts[0];
+    assert!(
+        lost.error
+            .as_deref()
+            .unwrap()
+            .contains("stopped heartbeating"),
+        "{:?}",
+        lost.error
+    );
+    let runs = rt.runs(id).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].1, i64::from(std::process::id()));
+    assert_eq!(runs[1].2.as_deref(), Some("ok"));
+    assert!(rt.violations().await.is_empty());
+    workers.shutdown().await;
+}
+
+async fn two_worker_processes_run_each_of_many_jobs_exactly_once(db: TestDb) {
+    const JOBS: usize = 500;
+    let rt = TestRuntime::builder(&db).system_clock().build().await;
+    let timing = WorkerTiming {
+        dead_after: Duration::from_secs(5),
+        ..WorkerTiming::default()
+    };
+    let mut a = WorkerProcess::spawn(WORKER, rt.url(), timing);
+    let mut b = WorkerProcess::spawn(WORKER, rt.url(), timing);
+    wait_registered(&rt, &[a.pid(), b.pid()]).await;
+
+    for batch in 0..(JOBS / 100) {
+        let mut tx = rt.db.begin().await.unwrap();
+        for n in 0..100 {
+            let i = batch * 100 + n;
+            let plan = Plan::new(format!("job {i}")).sleep_ms(u64::try_from(i % 4).unwrap());
+            rt.runtime
+                .jobs()
+                .enqueue(&mut tx, events::NewJob::of(&Run(plan)).unwrap())
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    eventually(Duration::from_secs(60), "every job to complete", || async {
+        let done = rt
+            .count(
+                "SELECT COUNT(*) FROM keel_jobs WHERE state = 'completed'",
+                &[],
+            )
+            .await;
+        (done == i64::try_from(JOBS).unwrap()).then_some(())
+    })
+    .await;
+
+    let twice = rt
+        .count(
+            "SELECT COUNT(*) FROM (SELECT job_id FROM testkit_runs GROUP BY job_id \
+             HAVING COUNT(*) <> 1) AS t",
+            &[],
+        )
+        .await;
+    assert_eq!(twice, 0, "every job ran exactly once");
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM testkit_runs WHERE outcome = 'ok'",
+            &[]
+        )
+        .await,
+        i64::try_from(JOBS).unwrap()
+    );
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM keel_job_attempts WHERE outcome = 'completed'",
+            &[]
+        )
+        .await,
+        i64::try_from(JOBS).unwrap()
+    );
+    assert!(
+        rt.violations().await.is_empty(),
+        "{:?}",
+        rt.violations().await
+    );
+    let per_process: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT pid, COUNT(*) FROM testkit_runs GROUP BY pid ORDER BY pid")
+            .fetch_all(rt.db.pool())
+            .await
+            .unwrap();
+    eprintln!("jobs per worker process: {per_process:?}");
+    assert_eq!(
+        per_process.len(),
+        2,
+        "both processes took work: {per_process:?}"
+    );
+
+    for p in [&mut a, &mut b] {
+        let status = p.terminate(Duration::from_secs(10)).await;
+        assert!(
+            status.success(),
+            "SIGTERM ends a worker with exit 0, got {status}"
+        );
+    }
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM keel_workers WHERE stopped_at IS NULL",
+            &[]
+        )
+        .await,
+        0
+    );
+}
