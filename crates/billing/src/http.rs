@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(body["record_id"], json!(h.record_id));
         assert_eq!(body["created_at"], "2026-05-28T20:26:40.000Z");
         assert_eq!(body["paid_at"], Value::Null);
-        let published = h.outbox.published.lock().unwrap().clone();
+        let published = h.outbox.published();
         assert_eq!(published.len(), 1);
         assert_eq!(published[0].name, "invoice.issued");
         assert_eq!(
@@ -297,7 +297,7 @@ mod tests {
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
             assert_eq!(code(&answer), expected, "{body}");
         }
-        assert!(h.outbox.published.lock().unwrap().is_empty());
+        assert!(h.outbox.published().is_empty());
     }
 
     #[tokio::test]
@@ -325,14 +325,12 @@ mod tests {
 
         let names: Vec<String> = h
             .outbox
-            .published
-            .lock()
-            .unwrap()
+            .published()
             .iter()
             .map(|e| e.name.clone())
             .collect();
         assert_eq!(names, vec!["invoice.issued", "invoice.paid"]);
-        let paid_event = h.outbox.published.lock().unwrap()[1].payload.clone();
+        let paid_event = h.outbox.published()[1].payload.clone();
         assert_eq!(
             paid_event,
             json!({"invoice_id": invoice["id"], "record_id": h.record_id})
@@ -377,9 +375,7 @@ mod tests {
         statuses.sort();
         assert_eq!(statuses, vec![StatusCode::OK, StatusCode::CONFLICT]);
         let paid_events = outbox
-            .published
-            .lock()
-            .unwrap()
+            .published()
             .iter()
             .filter(|e| e.name == "invoice.paid")
             .count();

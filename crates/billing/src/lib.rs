@@ -68,50 +68,12 @@ pub fn invoice_directory(db: Db) -> Arc<dyn InvoiceDirectory> {
 pub(crate) mod tests {
     use super::*;
     use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
+    use chrono::Utc;
     use events::queries::RecordSummary;
-    use events::{DbConn, EventEnvelope, EventKey, PublishError, TraceContext};
-    use std::sync::Mutex;
+
     use uuid::Uuid;
 
-    /// An outbox that remembers what was published, in memory.
-    #[derive(Debug, Default)]
-    pub(crate) struct RecordingOutbox {
-        pub(crate) published: Mutex<Vec<EventEnvelope>>,
-    }
-
-    #[async_trait]
-    impl Outbox for RecordingOutbox {
-        async fn publish_json(
-            &self,
-            _conn: &mut DbConn,
-            key: EventKey,
-            payload: serde_json::Value,
-        ) -> Result<EventEnvelope, PublishError> {
-            let trace = TraceContext::current_or_new();
-            let envelope = EventEnvelope {
-                id: Uuid::now_v7(),
-                name: key.name.to_owned(),
-                version: key.version,
-                occurred_at: Utc::now(),
-                correlation_id: trace.correlation_id,
-                causation_id: trace.causation_id,
-                payload,
-            };
-            self.published.lock().unwrap().push(envelope.clone());
-            Ok(envelope)
-        }
-    }
-
-    /// A clock that stands still.
-    #[derive(Debug)]
-    pub(crate) struct FixedClock(pub(crate) DateTime<Utc>);
-
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            self.0
-        }
-    }
+    pub(crate) use events::testing::{FixedClock, RecordingOutbox};
 
     /// A record directory that knows a fixed set of record ids.
     pub(crate) struct KnownRecords(pub(crate) Vec<Uuid>);

@@ -109,24 +109,11 @@ pub async fn mark_paid(
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use events::{Backend, Db};
-    use sqlx::any::AnyPoolOptions;
+    use events::Db;
 
     /// A fresh in-memory SQLite database with the module's schema.
     pub(crate) async fn test_db() -> Db {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .unwrap();
-        for migration in crate::migrations::all() {
-            sqlx::raw_sql(migration.sqlite)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        Db::new(pool, Backend::Sqlite)
+        events::testing::memory_db(&crate::migrations::all()).await
     }
 
     pub(crate) fn open_invoice(created_ms: i64) -> Invoice {

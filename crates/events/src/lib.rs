@@ -29,6 +29,8 @@ pub mod migration;
 pub mod module;
 pub mod outbox;
 pub mod queries;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use catalog::{ImportCompleted, InvoiceIssued, InvoicePaid, RecordCreated};
 pub use clock::{Clock, SystemClock};

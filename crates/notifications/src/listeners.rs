@@ -126,7 +126,6 @@ fn new_job<J: events::Job>(job: &J) -> Result<NewJob, JobError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
-    use std::sync::Mutex;
 
     use chrono::DateTime;
     use events::CorrelationId;
@@ -137,40 +136,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::tests::{add_endpoint, test_db};
 
-    /// A job queue that records what was enqueued and dedupes by type and unique key.
-    #[derive(Debug, Default)]
-    pub(crate) struct RecordingQueue {
-        pub jobs: Mutex<Vec<NewJob>>,
-    }
-
-    #[async_trait]
-    impl JobQueue for RecordingQueue {
-        async fn enqueue(
-            &self,
-            _conn: &mut DbConn,
-            job: NewJob,
-        ) -> Result<Option<Uuid>, sqlx::Error> {
-            let mut jobs = self.jobs.lock().unwrap();
-            let duplicate = job.unique_key.is_some()
-                && jobs
-                    .iter()
-                    .any(|j| j.job_type == job.job_type && j.unique_key == job.unique_key);
-            if duplicate {
-                return Ok(None);
-            }
-            jobs.push(job);
-            Ok(Some(Uuid::now_v7()))
-        }
-
-        async fn mark_processed(
-            &self,
-            _conn: &mut DbConn,
-            _handler: &str,
-            _key: &str,
-        ) -> Result<bool, sqlx::Error> {
-            Ok(true)
-        }
-    }
+    pub(crate) use events::testing::RecordingJobQueue as RecordingQueue;
 
     fn envelope<E: Event>(event: &E) -> EventEnvelope {
         EventEnvelope {
@@ -199,7 +165,7 @@ pub(crate) mod tests {
         listener.handle(&mut conn, &event).await.unwrap();
         listener.handle(&mut conn, &event).await.unwrap();
 
-        let jobs = queue.jobs.lock().unwrap();
+        let jobs = queue.enqueued();
         assert_eq!(jobs.len(), 2);
         let mut targets: Vec<Uuid> = jobs
             .iter()
@@ -235,7 +201,7 @@ pub(crate) mod tests {
             import_id: Uuid::now_v7(),
         });
         listener.handle(&mut conn, &event).await.unwrap();
-        assert!(queue.jobs.lock().unwrap().is_empty());
+        assert!(queue.enqueued().is_empty());
     }
 
     #[tokio::test]
@@ -279,7 +245,7 @@ pub(crate) mod tests {
             listener.handle(&mut conn, event).await.unwrap();
         }
 
-        let jobs = queue.jobs.lock().unwrap();
+        let jobs = queue.enqueued();
         assert_eq!(jobs.len(), 2);
         for (job, event) in jobs.iter().zip([&issued, &paid]) {
             assert_eq!(job.queue, "emails");

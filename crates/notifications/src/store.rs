@@ -159,24 +159,11 @@ fn millis(ms: i64) -> Result<DateTime<Utc>, sqlx::Error> {
 pub(crate) mod tests {
     use super::*;
     use crate::model::{EndpointUrl, EventFilter, WebhookSecret};
-    use events::{Backend, Db};
-    use sqlx::any::AnyPoolOptions;
+    use events::Db;
 
     /// A fresh in-memory SQLite database with the module's schema, through the Any driver.
     pub(crate) async fn test_db() -> Db {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .unwrap();
-        for migration in crate::migrations() {
-            sqlx::raw_sql(migration.sqlite)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        Db::new(pool, Backend::Sqlite)
+        events::testing::memory_db(&crate::migrations()).await
     }
 
     /// Stores an endpoint subscribed to `events` and returns its id.

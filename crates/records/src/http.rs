@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(body["owner_email"], "o@example.com");
         assert_eq!(body["attributes"], json!({"a": 1}));
         assert_eq!(body["created_at"], "2026-05-28T20:26:40.000Z");
-        let published = h.outbox.published.lock().unwrap().clone();
+        let published = h.outbox.published();
         assert_eq!(published.len(), 1);
         assert_eq!(published[0].name, "record.created");
         assert_eq!(published[0].payload, json!({ "record_id": body["id"] }));
@@ -445,7 +445,7 @@ mod tests {
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
             assert_eq!(code(&answer), expected, "{body}");
         }
-        assert!(h.outbox.published.lock().unwrap().is_empty());
+        assert!(h.outbox.published().is_empty());
     }
 
     #[tokio::test]
@@ -538,7 +538,7 @@ mod tests {
         assert_eq!(body["status"], "queued");
         let id = body["id"].as_str().unwrap().to_owned();
 
-        let jobs = h.queue.enqueued.lock().unwrap().clone();
+        let jobs = h.queue.enqueued();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].job_type, "records.run_import");
         assert_eq!(jobs[0].payload, json!({ "import_id": id }));
@@ -680,7 +680,7 @@ mod tests {
                 (StatusCode::UNPROCESSABLE_ENTITY, "empty_import")
             );
         }
-        assert!(h.queue.enqueued.lock().unwrap().is_empty());
+        assert!(h.queue.enqueued().is_empty());
     }
 
     #[tokio::test]

@@ -295,99 +295,15 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::ImportLine;
     use crate::store::tests::test_db;
-    use chrono::{DateTime, Utc};
-    use events::{DbConn, EventEnvelope, EventKey, TraceContext};
-    use std::sync::Mutex;
+    use chrono::Utc;
+    use events::TraceContext;
 
-    /// An outbox that remembers what was published, in memory.
-    #[derive(Debug, Default)]
-    pub(crate) struct RecordingOutbox {
-        pub(crate) published: Mutex<Vec<EventEnvelope>>,
-    }
-
-    #[async_trait]
-    impl Outbox for RecordingOutbox {
-        async fn publish_json(
-            &self,
-            _conn: &mut DbConn,
-            key: EventKey,
-            payload: serde_json::Value,
-        ) -> Result<EventEnvelope, PublishError> {
-            let trace = TraceContext::current_or_new();
-            let envelope = EventEnvelope {
-                id: Uuid::now_v7(),
-                name: key.name.to_owned(),
-                version: key.version,
-                occurred_at: Utc::now(),
-                correlation_id: trace.correlation_id,
-                causation_id: trace.causation_id,
-                payload,
-            };
-            self.published.lock().unwrap().push(envelope.clone());
-            Ok(envelope)
-        }
-    }
-
-    impl RecordingOutbox {
-        pub(crate) fn names(&self) -> Vec<String> {
-            self.published
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|e| e.name.clone())
-                .collect()
-        }
-    }
-
-    /// A job queue that remembers what was enqueued, deduplicating unique keys.
-    #[derive(Debug, Default)]
-    pub(crate) struct RecordingQueue {
-        pub(crate) enqueued: Mutex<Vec<NewJob>>,
-    }
-
-    #[async_trait]
-    impl JobQueue for RecordingQueue {
-        async fn enqueue(
-            &self,
-            _conn: &mut DbConn,
-            job: NewJob,
-        ) -> Result<Option<Uuid>, sqlx::Error> {
-            let mut enqueued = self.enqueued.lock().unwrap();
-            let duplicate = job.unique_key.is_some()
-                && enqueued
-                    .iter()
-                    .any(|j| j.job_type == job.job_type && j.unique_key == job.unique_key);
-            if duplicate {
-                return Ok(None);
-            }
-            enqueued.push(job);
-            Ok(Some(Uuid::now_v7()))
-        }
-
-        async fn mark_processed(
-            &self,
-            _conn: &mut DbConn,
-            _handler: &str,
-            _key: &str,
-        ) -> Result<bool, sqlx::Error> {
-            Ok(true)
-        }
-    }
-
-    /// A clock that stands still.
-    #[derive(Debug)]
-    pub(crate) struct FixedClock(pub(crate) DateTime<Utc>);
-
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            self.0
-        }
-    }
+    pub(crate) use events::testing::{
+        FixedClock, RecordingJobQueue as RecordingQueue, RecordingOutbox,
+    };
 
     pub(crate) fn fixed_clock() -> Arc<FixedClock> {
-        Arc::new(FixedClock(
-            DateTime::from_timestamp_millis(1_780_000_000_000).unwrap(),
-        ))
+        FixedClock::at_millis(1_780_000_000_000)
     }
 
     struct Fixture {
@@ -553,7 +469,7 @@ pub(crate) mod tests {
             (import.status, import.processed, import.checkpoint),
             (ImportStatus::Running, 3, 3)
         );
-        let continuation = f.queue.enqueued.lock().unwrap()[0].clone();
+        let continuation = f.queue.enqueued()[0].clone();
         assert_eq!(continuation.unique_key, Some(format!("{id}@3")));
         assert_eq!(continuation.queue, "imports");
 

@@ -336,24 +336,11 @@ pub async fn delete_lines(conn: &mut DbConn, import_id: Uuid) -> Result<(), sqlx
 pub(crate) mod tests {
     use super::*;
     use crate::model::NewRecord;
-    use events::{Backend, Db};
-    use sqlx::any::AnyPoolOptions;
+    use events::Db;
 
     /// A fresh in-memory SQLite database with the module's schema.
     pub(crate) async fn test_db() -> Db {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .unwrap();
-        for migration in crate::migrations::all() {
-            sqlx::raw_sql(migration.sqlite)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        Db::new(pool, Backend::Sqlite)
+        events::testing::memory_db(&crate::migrations::all()).await
     }
 
     fn record(title: &str, at_ms: i64) -> Record {
