@@ -10,6 +10,7 @@ mod dead_letters;
 mod migrations;
 mod outbox;
 mod processes;
+mod retention;
 mod retries;
 mod shutdown;
 mod stats;

@@ -167,3 +167,103 @@ async fn two_worker_processes_run_each_of_many_jobs_exactly_once(db: TestDb) {
         0
     );
 }
+
+both_backends!(a_job_that_keeps_killing_its_worker_is_dead_lettered_when_its_budget_is_spent);
+postgres_only!(workers_carry_on_after_every_database_connection_is_killed);
+
+async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_when_its_budget_is_spent(db: TestDb) {
+    let timing = WorkerTiming::default();
+    let rt = TestRuntime::builder(&db)
+        .system_clock()
+        .config(|c| {
+            c.heartbeat_interval = timing.heartbeat;
+            c.dead_after = timing.dead_after;
+            c.poll_interval = timing.poll;
+        })
+        .build()
+        .await;
+    let mut child = WorkerProcess::spawn(WORKER, rt.url(), timing);
+    wait_registered(&rt, &[child.pid()]).await;
+    let mut job = events::NewJob::of(&Run(Plan::new("deadly").hang(1))).unwrap();
+    job.max_attempts = Some(1);
+    let id = rt.enqueue_job(job).await.unwrap();
+    rt.wait_until_running(id, 1).await;
+    child.kill().await;
+
+    let workers = rt.start_workers().await;
+    let dead = rt.wait_for_state(id, "dead").await;
+    assert_eq!(dead.attempts.len(), 1);
+    assert_eq!(dead.attempts[0].outcome, "dead");
+    assert!(dead.last_error.unwrap().contains("stopped heartbeating"));
+    assert_eq!(rt.alerts.about_job("job_dead", &id.to_string()).len(), 1);
+    assert_eq!(rt.runs(id).await.len(), 1, "it is not run again");
+    workers.shutdown().await;
+}
+
+async fn workers_carry_on_after_every_database_connection_is_killed(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    let workers = rt.start_workers().await;
+    // Enqueue from another runtime, so only the LISTEN connection can wake the workers.
+    let other = TestRuntime::new(&db).await;
+    let before = other.enqueue(Plan::new("before")).await;
+    rt.wait_for_state(before, "completed").await;
+
+    let killed = other
+        .count(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+            &[],
+        )
+        .await;
+    assert!(killed > 0);
+
+    let after = eventually(WAIT, "an enqueue to succeed again", || async {
+        let mut tx = other.db.begin().await.ok()?;
+        let id = other
+            .runtime
+            .jobs()
+            .enqueue(
+                &mut tx,
+                events::NewJob::of(&Run(Plan::new("after"))).unwrap(),
+            )
+            .await
+            .ok()??;
+        tx.commit().await.ok()?;
+        Some(id)
+    })
+    .await;
+    rt.wait_for_state(after, "completed").await;
+    workers.shutdown().await;
+}
+
+both_backends!(a_worker_process_stopped_with_sigterm_hands_back_its_job_and_exits_0);
+
+async fn a_worker_process_stopped_with_sigterm_hands_back_its_job_and_exits_0(db: TestDb) {
+    let rt = TestRuntime::builder(&db).system_clock().build().await;
+    let timing = WorkerTiming {
+        grace: Duration::from_millis(300),
+        ..WorkerTiming::default()
+    };
+    let mut child = WorkerProcess::spawn(WORKER, rt.url(), timing);
+    wait_registered(&rt, &[child.pid()]).await;
+    let id = rt.enqueue(Plan::new("interrupted").hang(1)).await;
+    rt.wait_until_running(id, 1).await;
+
+    let status = child.terminate(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "SIGTERM ends a worker with exit 0, got {status}"
+    );
+    let job = rt.job(id).await;
+    assert_eq!(job.state, "available", "handed back, not left running");
+    assert_eq!(job.attempt, 0, "handing back spends no attempt");
+    assert!(job.attempts.is_empty());
+    let stopped: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM keel_workers WHERE pid = $1 AND stopped_at IS NOT NULL",
+    )
+    .bind(i64::from(child.pid()))
+    .fetch_one(rt.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(stopped, 1, "the process marked itself stopped");
+}

@@ -190,3 +190,36 @@ async fn a_panicking_handler_is_a_failed_attempt_and_the_worker_keeps_going(db: 
     assert_eq!(done.attempt, 2);
     workers.shutdown().await;
 }
+
+both_backends!(
+    a_cancelled_job_stops_at_once_without_retry_or_alert,
+    a_job_scheduled_for_later_waits_until_it_is_due,
+);
+
+async fn a_cancelled_job_stops_at_once_without_retry_or_alert(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    let workers = rt.start_workers().await;
+    let id = rt.enqueue(Plan::new("cancel").cancel()).await;
+    let job = rt.wait_for_state(id, "cancelled").await;
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.last_error.as_deref(), Some("cancelled by its plan"));
+    assert_eq!(job.attempts[0].outcome, "cancelled");
+    assert!(rt.alerts.raised().is_empty());
+    assert!(admin::dead_ids(&rt.db, None).await.unwrap().is_empty());
+    workers.shutdown().await;
+}
+
+async fn a_job_scheduled_for_later_waits_until_it_is_due(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    let workers = rt.start_workers().await;
+    let mut job = NewJob::of(&Run(Plan::new("later"))).unwrap();
+    job.run_at = Some(rt.runtime.clock().now() + chrono::TimeDelta::seconds(30));
+    let id = rt.enqueue_job(job).await.unwrap();
+    assert_eq!(rt.job(id).await.state, "scheduled");
+    let now = rt.enqueue(Plan::new("now")).await;
+    rt.wait_for_state(now, "completed").await;
+    assert_eq!(rt.job(id).await.state, "scheduled", "not before its time");
+    rt.advance(Duration::from_secs(30));
+    rt.wait_for_state(id, "completed").await;
+    workers.shutdown().await;
+}
