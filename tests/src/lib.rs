@@ -13,16 +13,24 @@
 //!   and listeners that record what they saw;
 //! - [`harness`]: [`TestRuntime`], a runtime wired with the testkit over a [`TestDb`];
 //! - [`process`]: spawning and signalling the `test-worker` binary for multi-process tests.
+//! - [`app`]: [`spawn_app`], the real application on a random port against a [`TestDb`]
+//!   with fast schedules, and [`app::KeelProcess`], the real `keel` binary as a child process;
+//! - [`receivers`]: a real HTTP receiver and a real SMTP server that record what they get;
+//! - [`webhook_verify`]: Standard Webhooks signature checks written from the specification.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod alerts;
+pub mod app;
 pub mod clock;
 pub mod db;
 pub mod harness;
 pub mod poll;
 pub mod process;
+pub mod receivers;
 pub mod testkit;
+pub mod webhook_verify;
 
+pub use crate::app::{AppOptions, TestApp, spawn_app};
 pub use alerts::RecordingAlerts;
 pub use clock::ManualClock;
 pub use db::TestDb;
