@@ -16,6 +16,11 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// The payload's schema version; a breaking change adds a version, never edits one.
     const VERSION: u32;
+    /// `Some(reason)` marks the type as event-carried state transfer: it deliberately
+    /// carries state (names, text, nested values) and says why. Without it, the
+    /// payload-discipline lint (`cargo xtask check-contracts`) allows only ids, enums,
+    /// timestamps, amounts and small scalars.
+    const STATE_TRANSFER: Option<&'static str> = None;
 
     /// The `(name, version)` pair that identifies this payload shape.
     fn key() -> EventKey {

@@ -3,8 +3,9 @@
 //! This crate is a leaf: it depends on no workspace crate, and every line in it couples every
 //! module, so it stays small on purpose. It holds
 //!
-//! - the event [`envelope`] and the v1 event types of the [`catalog`] — domain facts in the
-//!   past tense, carrying ids, never snapshots;
+//! - the event [`envelope`] and the event types of the [`catalog`] — domain facts in the
+//!   past tense, carrying ids, never snapshots — with their versioned [`schema`]s, examples
+//!   and upcasters;
 //! - the [`context`] (correlation and causation ids) that follows a chain without being
 //!   threaded by hand;
 //! - the ports: [`outbox`] (publish inside your own transaction), [`jobs`] (enqueue and run
@@ -29,6 +30,7 @@ pub mod migration;
 pub mod module;
 pub mod outbox;
 pub mod queries;
+pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -42,3 +44,4 @@ pub use listeners::{Listener, ListenerError};
 pub use migration::Migration;
 pub use module::Module;
 pub use outbox::{Outbox, PublishError};
+pub use schema::{Catalog, CatalogEvent, EventSchema, Upcast, UpcastError};
