@@ -35,6 +35,8 @@ pub fn describe(catalog: &Catalog, modules: &[Module]) -> Value {
                 "state_transfer": e.state_transfer,
                 "schema": e.schema(),
                 "example": e.example(),
+                "stored_example": serde_json::to_value(events::schema::example_envelope(e))
+                    .unwrap_or(Value::Null),
             })
         })
         .collect();
@@ -131,9 +133,7 @@ mod tests {
                         key.version
                     );
                     for stored in examples {
-                        let envelope = catalog
-                            .for_listener(&stored, &listener.consumes())
-                            .unwrap();
+                        let envelope = catalog.for_listener(&stored, &listener.consumes()).unwrap();
                         let mut tx = wired.runtime.db().begin().await.unwrap();
                         let outcome = listener.handle(&mut tx, &envelope).await;
                         tx.rollback().await.unwrap();

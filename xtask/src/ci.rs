@@ -151,9 +151,9 @@ pub fn steps(env: &Env) -> Vec<Step> {
         Step::new("check-boundaries", Program::Xtask, &boundaries),
         Step::new("codeowners", Program::Xtask, &["codeowners", "--check"]),
         deny,
-        // ── Later checks go here, before the test suite (cheap and static first): ──
-        //    Step::new("check-contracts", Program::Xtask, &["check-contracts"]),
-        //    Step::new("docs", Program::Xtask, &["docs", "--check"]),
+        Step::new("check-contracts", Program::Xtask, &["check-contracts"]),
+        Step::new("docs", Program::Xtask, &["docs", "--check"]),
+        // ── Later checks go here, before the test suite (cheap and static first). ──
         test,
     ]
 }
@@ -288,6 +288,8 @@ mod tests {
                 "check-boundaries",
                 "codeowners",
                 "cargo-deny",
+                "check-contracts",
+                "docs",
                 "test"
             ]
         );
@@ -328,8 +330,9 @@ mod tests {
             postgres_for_tests: Some(LOCAL_POSTGRES_URL.to_owned()),
             ..env()
         });
+        let test = steps.iter().find(|s| s.name == "test").map(|s| &s.env);
         assert_eq!(
-            steps[5].env,
+            test.cloned().unwrap_or_default(),
             [(
                 "KEEL_TEST_POSTGRES_URL".to_owned(),
                 LOCAL_POSTGRES_URL.to_owned()

@@ -2,11 +2,14 @@
 //!
 //! `main.rs` only parses arguments and maps outcomes to exit codes; everything else lives
 //! here: the boundary lint ([`boundaries`]), the CODEOWNERS generator ([`codeowners`]), the
-//! CI pipeline ([`ci`]) and the tidy check ([`tidy`]).
+//! CI pipeline ([`ci`]), the tidy check ([`tidy`]), the event-contract checks
+//! ([`contracts`]) and the event catalog ([`docs`]).
 
 pub mod boundaries;
 pub mod ci;
 pub mod codeowners;
+pub mod contracts;
+pub mod docs;
 pub mod lexer;
 pub mod tidy;
 pub mod workspace;

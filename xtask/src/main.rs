@@ -19,6 +19,11 @@ commands:
   codeowners [--check] [--manifest-path PATH]
                       write .github/CODEOWNERS from each crate's owner (--check: exit 1 if stale)
   tidy                every .rs file opens with a `//!` doc; no dbg!/todo!/unimplemented!
+  check-contracts [--bless] [--dump FILE]
+                      event schemas, golden corpus, consumer contracts, payload discipline
+                      (--bless: write snapshots of compatible changes and new versions)
+  docs [--check] [--dump FILE]
+                      write docs/events.md, the event catalog (--check: exit 1 if stale)
   ci                  the whole CI pipeline: fmt, clippy, boundaries, codeowners, cargo deny, tests
   help                this text
 
@@ -123,6 +128,22 @@ fn run(args: &[String]) -> Result<ExitCode, Usage> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        "check-contracts" => {
+            let bless = take_flag(&mut rest, "--bless");
+            let dump = take_value(&mut rest, "--dump")?.map(PathBuf::from);
+            no_more(&rest)?;
+            Ok(xtask::contracts::command(
+                &own_root(),
+                dump.as_deref(),
+                bless,
+            ))
+        }
+        "docs" => {
+            let check = take_flag(&mut rest, "--check");
+            let dump = take_value(&mut rest, "--dump")?.map(PathBuf::from);
+            no_more(&rest)?;
+            Ok(xtask::docs::command(&own_root(), dump.as_deref(), check))
         }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
