@@ -295,8 +295,14 @@ async fn get_import(
     let import = store::find_import(deps.db.pool(), id)
         .await?
         .ok_or(ImportError::NotFound)?;
-    let failed_rows: Vec<FailedRow> =
-        store::failed_rows(deps.db.pool(), id, MAX_FAILED_ROWS_SHOWN).await?;
+    // Two reads, two snapshots: a batch may commit between them. Its failures lie past the
+    // checkpoint read above (they commit together with the checkpoint's advance), so showing
+    // only rows up to it keeps `failed_rows` consistent with `processed` and `failed`.
+    let failed_rows: Vec<FailedRow> = store::failed_rows(deps.db.pool(), id, MAX_FAILED_ROWS_SHOWN)
+        .await?
+        .into_iter()
+        .filter(|row| row.line <= import.checkpoint)
+        .collect();
     Ok(ApiJson(json!({
         "id": import.id,
         "status": import.status,
@@ -710,6 +716,33 @@ mod tests {
             (status, code(&body)),
             (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
         );
+    }
+
+    #[tokio::test]
+    async fn failures_of_a_batch_committed_after_the_progress_was_read_are_not_shown() {
+        let h = harness().await;
+        let (_, accepted) = call(
+            &h.app,
+            post_json("/imports", r#"{"title":"T","owner_email":"o@example.com"}"#),
+        )
+        .await;
+        let id: Uuid = accepted["id"].as_str().unwrap().parse().unwrap();
+        // A failure whose batch has not advanced the checkpoint the reader saw.
+        let mut conn = h.db.pool().acquire().await.unwrap();
+        let failure = FailedRow {
+            line: 1,
+            error: "invalid owner_email".into(),
+        };
+        store::insert_failures(&mut conn, id, &[failure])
+            .await
+            .unwrap();
+        drop(conn);
+        let (_, body) = call(&h.app, get(&format!("/imports/{id}"))).await;
+        assert_eq!(
+            (&body["processed"], &body["failed"]),
+            (&json!(0), &json!(0))
+        );
+        assert_eq!(body["failed_rows"], json!([]), "{body}");
     }
 
     #[tokio::test]
