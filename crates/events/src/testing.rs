@@ -57,7 +57,10 @@ impl RecordingOutbox {
 
     /// The names of everything published so far, in order.
     pub fn names(&self) -> Vec<String> {
-        lock(&self.published).iter().map(|e| e.name.clone()).collect()
+        lock(&self.published)
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
     }
 }
 
@@ -131,7 +134,9 @@ pub struct FixedClock(pub DateTime<Utc>);
 impl FixedClock {
     /// A clock stopped at `ms` unix milliseconds.
     pub fn at_millis(ms: i64) -> Arc<Self> {
-        Arc::new(Self(DateTime::from_timestamp_millis(ms).unwrap_or_default()))
+        Arc::new(Self(
+            DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+        ))
     }
 }
 
