@@ -2,6 +2,8 @@
 //! outcomes into exit codes (0 ok, 1 check failed, 2 usage or configuration error); the
 //! work lives in the library.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +26,8 @@ commands:
                       (--bless: write snapshots of compatible changes and new versions)
   docs [--check] [--dump FILE]
                       write docs/events.md, the event catalog (--check: exit 1 if stale)
+  bench queue --database-url URL --jobs N --concurrency C [--json] [...]
+                      run the queue benchmark in release mode (`cargo xtask bench` lists its options)
   ci                  the whole CI pipeline: fmt, clippy, boundaries, codeowners, cargo deny, tests
   help                this text
 
@@ -145,6 +149,7 @@ fn run(args: &[String]) -> Result<ExitCode, Usage> {
             no_more(&rest)?;
             Ok(xtask::docs::command(&own_root(), dump.as_deref(), check))
         }
+        "bench" => Ok(bench::run(&own_root(), &rest)),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

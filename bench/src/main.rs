@@ -1,0 +1,161 @@
+//! `keel-bench`: Keel's benchmarks. Run it through `cargo xtask bench …` (release build).
+//!
+//! ```text
+//! keel-bench queue --database-url URL --jobs N --concurrency C [--batch B]
+//!                  [--backlog M] [--backlog-kind other-queue|scheduled] [--callers K]
+//!                  [--latency-samples S] [--rounds R] [--no-single] [--json]
+//! ```
+//!
+//! Benchmarks are not tests: nothing here asserts a timing.
+
+mod db;
+mod queue;
+mod stats;
+
+use std::process::ExitCode;
+
+use queue::{BacklogKind, Options};
+
+const USAGE: &str = "\
+usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
+
+  --database-url URL    sqlite:… (a fresh temp file is used) or postgres://… (a fresh
+                        database keel_bench_<uuid> is created on that server, then dropped)
+  --jobs N              jobs enqueued and drained per round
+  --concurrency C       the queue's concurrency while draining
+  --batch B             jobs per transaction in the batched enqueue (default 500)
+  --backlog M           jobs already in the table before the measured ones (default 0)
+  --backlog-kind K      other-queue (ready, on another queue; default) or scheduled
+                        (on the measured queue, due in a day)
+  --callers K           concurrent callers of the one-job-per-transaction enqueue (default 4)
+  --latency-samples S   idle claim-latency samples, commit → handler start (default 200; 0 skips)
+  --rounds R            rounds, each on a fresh database; figures are medians (default 1)
+  --no-single           skip the one-job-per-transaction enqueue
+  --json                print one JSON line instead of a table";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (opts, json) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(queue::run(&opts)) {
+        Ok(summary) => {
+            if json {
+                println!("{summary}");
+            } else {
+                print_table(&summary);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<(Options, bool), String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err("no scenario given".to_owned());
+    };
+    if command != "queue" {
+        return Err(format!("unknown scenario `{command}` (known: queue)"));
+    }
+    let mut opts = Options {
+        database_url: String::new(),
+        jobs: 0,
+        concurrency: 0,
+        batch: 500,
+        backlog: 0,
+        backlog_kind: BacklogKind::OtherQueue,
+        callers: 4,
+        latency_samples: 200,
+        rounds: 1,
+        single: true,
+    };
+    let mut json = false;
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("`{name}` needs a value"))
+        };
+        let number = |v: String| {
+            v.replace('_', "")
+                .parse::<usize>()
+                .map_err(|e| format!("`{name}`: {e}"))
+        };
+        match name {
+            "--database-url" => opts.database_url = value()?,
+            "--jobs" => opts.jobs = number(value()?)?,
+            "--concurrency" => opts.concurrency = number(value()?)?,
+            "--batch" => opts.batch = number(value()?)?,
+            "--backlog" => opts.backlog = number(value()?)?,
+            "--backlog-kind" => {
+                let v = value()?;
+                opts.backlog_kind =
+                    BacklogKind::parse(&v).ok_or_else(|| format!("unknown backlog kind `{v}`"))?;
+            }
+            "--callers" => opts.callers = number(value()?)?,
+            "--latency-samples" => opts.latency_samples = number(value()?)?,
+            "--rounds" => opts.rounds = number(value()?)?,
+            "--no-single" => opts.single = false,
+            "--json" => json = true,
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    if opts.database_url.is_empty() {
+        return Err("`--database-url` is required".to_owned());
+    }
+    if opts.jobs == 0 || opts.concurrency == 0 {
+        return Err("`--jobs` and `--concurrency` are required (at least 1)".to_owned());
+    }
+    Ok((opts, json))
+}
+
+fn print_table(summary: &serde_json::Value) {
+    let rows = [
+        ("backend", "backend"),
+        ("jobs (N)", "n"),
+        ("concurrency", "concurrency"),
+        ("backlog", "backlog"),
+        ("backlog kind", "backlog_kind"),
+        ("rounds (medians)", "rounds"),
+        ("enqueue, 1 job/tx, jobs/s", "enqueue_jobs_per_s"),
+        ("enqueue, batched, jobs/s", "enqueue_batched_jobs_per_s"),
+        ("drain, jobs/s", "drain_jobs_per_s"),
+        ("drain, seconds", "drain_seconds"),
+        ("keel CPU s / 1k jobs", "keel_cpu_s_per_1k_jobs"),
+        ("postgres CPU s / 1k jobs", "postgres_cpu_s_per_1k_jobs"),
+        ("idle latency p50, ms", "idle_latency_p50_ms"),
+        ("idle latency p99, ms", "idle_latency_p99_ms"),
+    ];
+    for (label, key) in rows {
+        let value = match summary.get(key) {
+            None | Some(serde_json::Value::Null) => "—".to_owned(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        };
+        println!("{label:<28} {value:>14}");
+    }
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask bench …`: runs the `keel-bench` harness (the `bench` crate) in release mode,
+//! passing every argument through, e.g.
+//! `cargo xtask bench queue --database-url sqlite: --jobs 20000 --concurrency 8 --json`.
+//!
+//! Benchmarks are not tests: they print figures and never fail on a timing.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+/// Builds and runs `keel-bench` with `args`; its exit status becomes ours.
+pub fn run(root: &Path, args: &[&str]) -> ExitCode {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "bench",
+            "--bin",
+            "keel-bench",
+            "--",
+        ])
+        .args(args)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("bench: cannot run cargo: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
