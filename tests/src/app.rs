@@ -321,6 +321,8 @@ pub struct KeelProcess {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     child: tokio::process::Child,
+    config: std::path::PathBuf,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
@@ -361,12 +363,17 @@ impl KeelProcess {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let stderr = child.stderr.take().expect("keel's stderr is piped");
         let (found, address) = oneshot::channel::<String>();
-        // Read the logs until "keel is listening", then keep draining them so keel never
-        // blocks on a full pipe.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
+        // Read the logs until "keel is listening", then keep draining them (and keeping
+        // them, for tests that read them) so keel never blocks on a full pipe.
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut found = Some(found);
             while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
                 if let Some(tx) = found.take_if(|_| line.contains("keel is listening")) {
                     let address = serde_json::from_str::<Value>(&line)
                         .ok()
@@ -385,8 +392,20 @@ impl KeelProcess {
         Self {
             base: format!("http://{address}"),
             child,
+            config,
+            logs,
             _dir: dir,
         }
+    }
+
+    /// The `keel.toml` it runs with, for CLI commands against the same database.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Every log line it wrote so far (JSON, one object a line).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The full URL of `path`.

@@ -171,9 +171,12 @@ async fn queue_loop(
                     running.spawn(async move {
                         let id = job.id.clone();
                         let outcome = execute::execute(shared, job).await;
+                        // Send before leaving `in_flight`: a task aborted at shutdown between
+                        // the two is then handed back (a no-op once its outcome is written)
+                        // rather than left `running` for a rescue that spends an attempt.
+                        let _ = outcomes.send(outcome).await;
                         lock(&in_flight).remove(&id);
                         drop(permit);
-                        let _ = outcomes.send(outcome).await;
                     });
                 }
             }
