@@ -25,7 +25,12 @@ async fn status(client: &reqwest::Client, process: &KeelProcess, id: &str) -> Va
         .send()
         .await
         .unwrap();
-    expect_json(response, 200).await
+    let status = expect_json(response, 200).await;
+    // One consistent view, even while batches commit: every failure counted is listed, and
+    // none that is not yet counted.
+    let listed = status["failed_rows"].as_array().unwrap().len();
+    assert_eq!(status["failed"], listed, "{status}");
+    status
 }
 
 async fn a_killed_import_resumes_in_a_new_process_without_duplicates(db: TestDb) {

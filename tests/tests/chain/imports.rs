@@ -59,6 +59,7 @@ async fn an_ndjson_import_creates_the_good_lines_reports_the_bad_ones_and_announ
     .await;
     assert_eq!(done["total"], 7, "non-empty lines: {done}");
     assert_eq!(done["processed"], 7, "{done}");
+    assert_eq!(done["failed"], 4, "{done}");
     let failed = done["failed_rows"].as_array().unwrap();
     let lines: Vec<&Value> = failed.iter().map(|f| &f["line"]).collect();
     assert_eq!(
