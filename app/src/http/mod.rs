@@ -1,9 +1,11 @@
 //! The HTTP edge: every module's routes merged into one router, behind the layers every
 //! request passes — correlation id, request record, idempotency keys, body limit, panics
-//! caught as JSON — plus the operational routes (health, readiness, admin, OpenAPI).
+//! caught as JSON — plus the operational routes (health, readiness, admin API and dashboard,
+//! OpenAPI).
 
 pub mod admin;
 pub mod correlation;
+pub mod dashboard;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
@@ -32,6 +34,7 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
     }
     app.merge(health::routes(state.runtime.clone()))
         .merge(admin::routes(state.clone()))
+        .merge(dashboard::routes(state.clone()))
         .merge(metrics::routes(state.runtime.clone()))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)

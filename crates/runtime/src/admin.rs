@@ -114,6 +114,45 @@ pub async fn workers_alive(
     Ok(sum(&row, "n")?)
 }
 
+/// Jobs one queue completed recently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// The queue.
+    pub queue: String,
+    /// Completed in the minute before `now`.
+    pub last_minute: i64,
+    /// Completed in the hour before `now`.
+    pub last_hour: i64,
+}
+
+/// Completed jobs per queue in the last minute and hour (queues with none are absent).
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn throughput(db: &Db, now: DateTime<Utc>) -> Result<Vec<Throughput>, RuntimeError> {
+    let now_ms = now.timestamp_millis();
+    let rows = sqlx::query(
+        "SELECT queue, \
+           SUM(CASE WHEN finished_at >= $1 THEN 1 ELSE 0 END) AS last_minute, \
+           COUNT(*) AS last_hour \
+         FROM keel_jobs WHERE state = 'completed' AND finished_at >= $2 GROUP BY queue ORDER BY queue",
+    )
+    .bind(now_ms - 60_000)
+    .bind(now_ms - 3_600_000)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Throughput {
+                queue: row.try_get("queue")?,
+                last_minute: sum(row, "last_minute")?,
+                last_hour: sum(row, "last_hour")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(RuntimeError::from)
+}
+
 /// One attempt of a job, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
