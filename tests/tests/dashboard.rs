@@ -22,7 +22,7 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use tests::app::{ADMIN_TOKEN, AppOptions, TestApp, spawn_app};
 use tests::receivers::HttpReceiver;
-use tests::{TestDb, eventually};
+use tests::{TestDb, both_backends, eventually};
 
 const WITHIN: Duration = Duration::from_secs(20);
 const DELIVER: &str = "notifications.deliver_webhook";
@@ -304,9 +304,9 @@ fn csrf_of(page: &str) -> String {
     page[start..start + page[start..].find('"').unwrap()].to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_token() {
-    let db = TestDb::sqlite();
+both_backends!(dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_token);
+
+async fn dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_token(db: TestDb) {
     let receiver = HttpReceiver::start().await;
     let app = spawn_app(&db, dying_fast()).await;
     let dead_id = a_dead_delivery(&app, &receiver, "dashboard-auth-1").await;
@@ -334,6 +334,18 @@ async fn dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_t
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let overview = http
+        .get(app.url("/admin"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), StatusCode::OK);
+    let overview = overview.text().await.unwrap();
+    assert!(
+        overview.contains("Done / hour") && overview.contains("webhooks"),
+        "{overview}"
+    );
 
     let refused = form(&http, app.url("/admin/login"), "token=not-the-token")
         .send()
