@@ -116,4 +116,29 @@ CREATE TABLE keel_idempotency (
 );
 "#,
     ),
+    Migration {
+        version: 2026112502,
+        description: "runtime: claim only available jobs; stage due ones through their own index",
+        sqlite: STAGED_CLAIMS,
+        postgres: STAGED_CLAIMS_POSTGRES,
+    },
 ];
+
+/// The claim index holds only `available` jobs, so jobs scheduled far ahead (or waiting to
+/// retry) never slow a claim down; a second index finds the ones coming due.
+const STAGED_CLAIMS: &str = r#"
+DROP INDEX keel_jobs_claim;
+CREATE INDEX keel_jobs_claim ON keel_jobs (queue, priority, run_at, id) WHERE state = 'available';
+CREATE INDEX keel_jobs_due ON keel_jobs (queue, run_at) WHERE state IN ('scheduled', 'retrying');
+"#;
+
+/// PostgreSQL also vacuums `keel_jobs` far more eagerly than the default: every claim and
+/// completion leaves a dead index entry behind, and claims walk past them until a vacuum.
+const STAGED_CLAIMS_POSTGRES: &str = r#"
+DROP INDEX keel_jobs_claim;
+CREATE INDEX keel_jobs_claim ON keel_jobs (queue, priority, run_at, id) WHERE state = 'available';
+CREATE INDEX keel_jobs_due ON keel_jobs (queue, run_at) WHERE state IN ('scheduled', 'retrying');
+ALTER TABLE keel_jobs SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0, fillfactor = 90);
+ALTER TABLE keel_job_attempts SET (autovacuum_vacuum_scale_factor = 0.02);
+"#;

@@ -1,9 +1,11 @@
-//! Claiming jobs: one statement that moves a batch from ready to `running`.
+//! Claiming jobs: one statement that moves a batch from `available` to `running`.
 //!
 //! On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several processes claim from one queue
 //! without waiting on each other or taking the same job. On SQLite the single `UPDATE` is
-//! atomic under the one-writer lock. Both walk the partial index `keel_jobs_claim`, so the
-//! cost of a claim does not grow with the backlog.
+//! atomic under the one-writer lock. Both walk the partial index `keel_jobs_claim`, which
+//! holds only `available` jobs: jobs scheduled for later or waiting to retry are *staged*
+//! (made available) by [`stage`] when they come due, through their own index — so the cost
+//! of a claim grows neither with the backlog nor with the jobs waiting for later.
 
 use chrono::{DateTime, Utc};
 use events::{Backend, Db};
@@ -61,7 +63,7 @@ pub async fn claim(
         "UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, locked_by = $1, \
          started_at = $2 \
          WHERE id IN (SELECT id FROM keel_jobs \
-           WHERE queue = $3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= $2 \
+           WHERE queue = $3 AND state = 'available' \
            ORDER BY priority, run_at, id LIMIT $4 {lock}) \
          {RETURNING}"
     );
@@ -76,6 +78,23 @@ pub async fn claim(
     rows.iter()
         .map(|row| decode(row, now_ms))
         .collect::<Result<Vec<_>, _>>()
+}
+
+/// Makes the jobs of `queue` that are due (scheduled or retrying, `run_at` passed)
+/// available. Returns how many.
+///
+/// # Errors
+/// Fails when the database cannot answer.
+pub async fn stage(db: &Db, queue: &str, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE keel_jobs SET state = 'available' \
+         WHERE queue = $1 AND state IN ('scheduled', 'retrying') AND run_at <= $2",
+    )
+    .bind(queue)
+    .bind(now.timestamp_millis())
+    .execute(db.pool())
+    .await?
+    .rows_affected())
 }
 
 fn decode(row: &AnyRow, started_at: i64) -> Result<ClaimedJob, sqlx::Error> {

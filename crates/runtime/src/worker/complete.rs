@@ -63,10 +63,100 @@ fn raise_dead(shared: &Shared, job: &super::claim::ClaimedJob, error: &str) {
 
 async fn write(shared: &Shared, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut tx = shared.db.begin().await?;
-    for outcome in batch {
+    let (completed, others): (Vec<&Outcome>, Vec<&Outcome>) = batch
+        .iter()
+        .partition(|o| matches!(o.result, Verdict::Completed { .. }));
+    // The common case in two statements per chunk, however many jobs finished.
+    for chunk in completed.chunks(COMPLETE_CHUNK) {
+        complete_chunk(&mut tx, &shared.worker_id, chunk).await?;
+    }
+    for outcome in others {
         apply(&mut tx, &shared.worker_id, outcome).await?;
     }
     tx.commit().await
+}
+
+/// Completed jobs per statement (8 bound values per attempt row stay far below the
+/// backends' parameter limits).
+const COMPLETE_CHUNK: usize = 200;
+
+/// Marks a chunk of jobs completed (those this worker still holds) and records their
+/// attempts, in one `UPDATE … RETURNING` and one multi-row `INSERT`.
+async fn complete_chunk(
+    conn: &mut DbConn,
+    worker: &str,
+    chunk: &[&Outcome],
+) -> Result<(), sqlx::Error> {
+    let finished_at = chunk
+        .iter()
+        .map(|o| o.finished_at)
+        .max()
+        .unwrap_or_default();
+    let ids = (0..chunk.len())
+        .map(|i| format!("${}", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE keel_jobs SET state = 'completed', finished_at = $1, locked_by = NULL \
+         WHERE locked_by = $2 AND state = 'running' AND id IN ({ids}) RETURNING id"
+    );
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(finished_at)
+        .bind(worker);
+    for outcome in chunk {
+        update = update.bind(outcome.job.id.as_str());
+    }
+    let held: std::collections::HashSet<String> = update
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| sqlx::Row::try_get::<String, _>(row, "id"))
+        .collect::<Result<_, _>>()?;
+    let rows: Vec<&&Outcome> = chunk.iter().filter(|o| held.contains(&o.job.id)).collect();
+    if rows.len() < chunk.len() {
+        tracing::warn!(
+            lost = chunk.len() - rows.len(),
+            "jobs were taken from this worker before their outcome was written"
+        );
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values = (0..rows.len())
+        .map(|i| {
+            let b = i * 6;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, 'completed', NULL, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO keel_job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, detail) \
+         VALUES {values}"
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for outcome in rows {
+        let detail = match &outcome.result {
+            Verdict::Completed { detail } => detail.as_ref().map(ToString::to_string),
+            _ => None,
+        };
+        insert = insert
+            .bind(outcome.job.id.as_str())
+            .bind(i32::try_from(outcome.job.attempt).unwrap_or(i32::MAX))
+            .bind(worker)
+            .bind(outcome.job.started_at)
+            .bind(outcome.finished_at)
+            .bind(detail);
+    }
+    insert.execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// Applies one outcome on `conn`.

@@ -228,7 +228,7 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
              finished_at = CASE WHEN $1 = 'dead' THEN $2 ELSE finished_at END \
              WHERE id = $4 AND state = 'running' AND locked_by = $5",
         )
-        .bind(if dead { "dead" } else { "retrying" })
+        .bind(if dead { "dead" } else { "available" })
         .bind(now_ms)
         .bind(&error)
         .bind(&id)

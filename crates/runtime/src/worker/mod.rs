@@ -30,6 +30,8 @@ use crate::wake::Wakers;
 
 /// How many jobs one claim takes at most.
 const CLAIM_BATCH: usize = 64;
+/// How long a busy loop waits for more slots to free before it claims.
+const COALESCE_WINDOW: Duration = Duration::from_millis(2);
 
 /// What every worker task shares.
 #[derive(Debug)]
@@ -127,6 +129,8 @@ async fn queue_loop(
     let in_flight: Arc<Mutex<HashMap<String, ClaimedJob>>> = Arc::default();
     let mut running: JoinSet<()> = JoinSet::new();
     let mut failures: u32 = 0;
+    let mut last_claim_full = false;
+    let mut last_stage = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             break;
@@ -140,18 +144,35 @@ async fn queue_loop(
             }
             continue;
         }
+        // Busy: let a few more running jobs finish so one claim refills several slots,
+        // instead of one round trip per finished job.
+        let target = (concurrency / 2).clamp(1, CLAIM_BATCH);
+        let mut free = free;
+        if free < target && !running.is_empty() {
+            let window = tokio::time::sleep(COALESCE_WINDOW);
+            tokio::pin!(window);
+            while free < target {
+                tokio::select! {
+                    next = running.join_next() => if next.is_none() { break },
+                    () = &mut window => break,
+                }
+                free = slots.available_permits();
+            }
+        }
         let now = shared.clock.now();
-        match claim::claim(
-            &shared.db,
-            &queue,
-            &shared.worker_id,
-            now,
-            free.min(CLAIM_BATCH),
-        )
-        .await
-        {
+        let limit = free.min(CLAIM_BATCH);
+        // Stage when the queue may have run dry, and at least once a poll interval, so
+        // retries coming due are not starved by a long backlog.
+        if !last_claim_full || last_stage.elapsed() >= shared.config.poll_interval {
+            last_stage = tokio::time::Instant::now();
+            if let Err(e) = claim::stage(&shared.db, &queue, now).await {
+                tracing::warn!(%queue, error = %e, "staging due jobs failed");
+            }
+        }
+        match claim::claim(&shared.db, &queue, &shared.worker_id, now, limit).await {
             Ok(jobs) if !jobs.is_empty() => {
                 failures = 0;
+                last_claim_full = jobs.len() == limit;
                 for job in jobs {
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         // Cannot happen (we claimed at most `free`); hand it back rather than lose it.
@@ -182,6 +203,7 @@ async fn queue_loop(
             }
             Ok(_) => {
                 failures = 0;
+                last_claim_full = false;
                 tokio::select! {
                     () = wake.notified() => {}
                     () = tokio::time::sleep(shared.config.poll_interval) => {}
