@@ -4,8 +4,10 @@
 //! HTTP, the rules the pages keep: the token (or a session) for every page, a CSRF token for
 //! every change, a confirmation for purge, and 403 — not open — without a configured token.
 //!
-//! A missing chromium fails the browser test with the command that installs it (CI's
-//! `.ci/run` does); it is never skipped silently.
+//! Under CI (`CI` set) a missing chromium fails the browser test with the command that
+//! installs it (`.ci/run` does). On a developer's machine without it, the browser test prints
+//! a loud `SKIPPED` note with that command, so `cargo test --workspace` works on a fresh
+//! checkout; the HTTP rules below run either way.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::ffi::OsStr;
@@ -74,16 +76,23 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn launch() -> Self {
+    /// Starts chromium; `None` (with a loud note) when it is missing on a developer's
+    /// machine. Under CI (`CI` set) a missing browser fails the test instead: `.ci/run`
+    /// installs it, so its absence there is a broken pipeline, not a choice.
+    fn launch() -> Option<Self> {
         let path = std::env::var_os("KEEL_CHROMIUM")
             .map_or_else(|| PathBuf::from(CHROMIUM), PathBuf::from);
-        assert!(
-            path.exists(),
-            "chromium is not installed at {}: the dashboard test drives a real browser. \
-             Install it with `apt-get update && apt-get install -y chromium` (CI's .ci/run \
-             does), or set KEEL_CHROMIUM to a chromium binary.",
-            path.display()
-        );
+        if !path.exists() {
+            let note = format!(
+                "chromium is not installed at {}: the dashboard test drives a real browser. \
+                 Install it with `apt-get update && apt-get install -y chromium` (CI's .ci/run \
+                 does), or set KEEL_CHROMIUM to a chromium binary.",
+                path.display()
+            );
+            assert!(std::env::var_os("CI").is_none(), "{note}");
+            eprintln!("SKIPPED (not under CI): {note}");
+            return None;
+        }
         let profile = tempfile::Builder::new()
             .prefix("keel-chromium-")
             .tempdir()
@@ -114,11 +123,11 @@ impl Chromium {
             Browser::new(options).unwrap_or_else(|e| panic!("chromium did not start: {e:#}"));
         let tab = browser.new_tab().unwrap();
         tab.set_default_timeout(WITHIN);
-        Self {
+        Some(Self {
             tab,
             _browser: browser,
             _profile: profile,
-        }
+        })
     }
 
     /// Opens `url` and waits until `selector` is on the page that answered.
@@ -186,7 +195,9 @@ fn browser<T>(f: impl FnOnce() -> T) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_replays_a_dead_webhook_group_from_the_dashboard_and_reads_its_trace() {
-    let chromium = browser(Chromium::launch);
+    let Some(chromium) = browser(Chromium::launch) else {
+        return;
+    };
     let db = TestDb::sqlite();
     let receiver = HttpReceiver::start().await;
     let app = spawn_app(&db, dying_fast()).await;
