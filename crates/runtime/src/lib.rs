@@ -69,7 +69,6 @@ impl Runtime {
         let registry = Arc::new(Registry::default());
         let wakers = Arc::new(Wakers::new(config.queues.keys()));
         let queue = Arc::new(SqlJobQueue::new(
-            db.backend(),
             clock.clone(),
             config.clone(),
             wakers.clone(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use events::{Backend, Clock, DbConn, JobQueue, NewJob, TraceContext};
+use events::{Clock, DbConn, JobQueue, NewJob, TraceContext};
 use uuid::Uuid;
 
 use crate::policy::RuntimeConfig;
@@ -13,22 +13,15 @@ use crate::wake::Wakers;
 /// Jobs stored in `keel_jobs`.
 #[derive(Debug)]
 pub struct SqlJobQueue {
-    backend: Backend,
     clock: Arc<dyn Clock>,
     config: Arc<RuntimeConfig>,
     wakers: Arc<Wakers>,
 }
 
 impl SqlJobQueue {
-    /// A queue writing on `backend`, waking local workers through `wakers`.
-    pub fn new(
-        backend: Backend,
-        clock: Arc<dyn Clock>,
-        config: Arc<RuntimeConfig>,
-        wakers: Arc<Wakers>,
-    ) -> Self {
+    /// A queue waking local workers through `wakers`.
+    pub fn new(clock: Arc<dyn Clock>, config: Arc<RuntimeConfig>, wakers: Arc<Wakers>) -> Self {
         Self {
-            backend,
             clock,
             config,
             wakers,
@@ -97,16 +90,10 @@ impl SqlJobQueue {
             "job_type" => job.job_type.clone()
         )
         .increment(1);
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::wake::CHANNEL)
-                .bind(&job.queue)
-                .execute(&mut *conn)
-                .await?;
-        }
-        // Before commit: a local worker that wakes now queues behind this transaction's
-        // write lock (SQLite) or finds nothing and waits for the NOTIFY sent at commit
-        // (PostgreSQL); either way nothing is missed.
+        // Other processes learn of it from the NOTIFY the insert trigger sends at commit
+        // (PostgreSQL, see `schema`). Local workers are woken now, before commit: one that
+        // wakes early queues behind this transaction's write lock (SQLite) or finds nothing
+        // and waits for that NOTIFY (PostgreSQL); either way nothing is missed.
         self.wakers.wake(&job.queue);
         Ok(Some(id))
     }

@@ -122,7 +122,29 @@ CREATE TABLE keel_idempotency (
         sqlite: STAGED_CLAIMS,
         postgres: STAGED_CLAIMS_POSTGRES,
     },
+    Migration {
+        version: 2026112503,
+        description: "runtime: NOTIFY new jobs from a statement trigger (PostgreSQL)",
+        // SQLite serves one process: an enqueue wakes its workers in memory.
+        sqlite: "SELECT 1;",
+        postgres: NOTIFY_TRIGGER_POSTGRES,
+    },
 ];
+
+/// Every INSERT into `keel_jobs` notifies `keel_jobs` once per queue it touched, from inside
+/// the statement: no extra round trip per enqueue, and delivered at commit like any NOTIFY.
+const NOTIFY_TRIGGER_POSTGRES: &str = r#"
+CREATE FUNCTION keel_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keel_jobs', q.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available') AS q;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER keel_jobs_notify AFTER INSERT ON keel_jobs
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_notify();
+"#;
 
 /// The claim index holds only `available` jobs, so jobs scheduled far ahead (or waiting to
 /// retry) never slow a claim down; a second index finds the ones coming due.
