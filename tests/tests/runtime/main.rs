@@ -6,6 +6,7 @@
 //! (`<test>::sqlite`, `<test>::postgres`), except the few only PostgreSQL can do.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod dead_letters;
 mod migrations;
 mod outbox;
