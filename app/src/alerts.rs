@@ -126,3 +126,60 @@ async fn send_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct StepClock(AtomicI64);
+
+    impl Clock for StepClock {
+        fn now(&self) -> DateTime<Utc> {
+            DateTime::from_timestamp_millis(self.0.load(Ordering::SeqCst)).unwrap()
+        }
+    }
+
+    fn alert(kind: &'static str, subject: &str) -> Alert {
+        Alert {
+            kind,
+            subject: subject.to_owned(),
+            message: String::new(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn one_alert_per_condition_per_interval() {
+        let clock = Arc::new(StepClock(AtomicI64::new(1_000_000)));
+        let settings = AlertSettings {
+            webhook_url: None,
+            secret: None,
+            queue_age_threshold: Duration::from_secs(600),
+            min_interval: Duration::from_secs(300),
+        };
+        let sink = WebhookAlerts::new(&settings, clock.clone()).unwrap();
+        assert!(sink.allowed(&alert("job_dead", "webhooks/x")));
+        assert!(
+            !sink.allowed(&alert("job_dead", "webhooks/x")),
+            "a storm is suppressed"
+        );
+        assert!(
+            sink.allowed(&alert("job_dead", "emails/y")),
+            "another condition is not"
+        );
+        assert!(
+            sink.allowed(&alert("queue_stale", "webhooks/x")),
+            "nor another kind"
+        );
+        clock.0.fetch_add(300_000, Ordering::SeqCst);
+        assert!(
+            sink.allowed(&alert("job_dead", "webhooks/x")),
+            "the interval has passed"
+        );
+    }
+}
