@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use events::Clock;
@@ -116,6 +117,20 @@ impl Application {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // One signal for both halves: HTTP stops accepting and workers stop claiming at the
+        // same moment, and neither waits for the other.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let workers = self.workers.take().map(|workers| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                workers.shutdown().await;
+            })
+        });
         let result = match self.listener.take() {
             Some(listener) => {
                 let routes = self
@@ -129,19 +144,34 @@ impl Application {
                     admin_token: self.settings.admin_token.clone(),
                 };
                 let router = http::router(routes, state, self.settings.max_body);
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .context("serving HTTP")
+                let mut on_stop = stopped.clone();
+                let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = on_stop.wait_for(|s| *s).await;
+                });
+                // In-flight requests get the workers' grace period and a little more; a slow
+                // upload or an idle keep-alive connection does not hold the process hostage.
+                let drain = self.settings.runtime.shutdown_grace + Duration::from_secs(5);
+                let mut deadline = stopped.clone();
+                tokio::select! {
+                    r = server.into_future() => r.context("serving HTTP"),
+                    () = async move {
+                        let _ = deadline.wait_for(|s| *s).await;
+                        tokio::time::sleep(drain).await;
+                    } => {
+                        tracing::warn!("HTTP connections still open after the grace period; closing them");
+                        Ok(())
+                    }
+                }
             }
             None => {
-                shutdown.await;
+                let mut s = stopped.clone();
+                let _ = s.wait_for(|s| *s).await;
                 Ok(())
             }
         };
         tracing::info!("shutting down");
-        if let Some(workers) = self.workers.take() {
-            workers.shutdown().await;
+        if let Some(workers) = workers {
+            let _ = workers.await;
         }
         self.wired.runtime.db().pool().close().await;
         result

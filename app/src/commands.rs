@@ -13,9 +13,21 @@ use crate::cli::DeadCommand;
 use crate::config::Settings;
 use crate::wiring::{self, Wired};
 
+/// Connects for an operator command. It never migrates: inspecting production with a newer
+/// binary must not change its schema — a database behind the binary is refused instead.
 async fn connect(settings: &Settings) -> anyhow::Result<Wired> {
     let wired = wiring::wire(settings, wiring::system_clock()).await?;
-    wired.migrate().await.context("applying migrations")?;
+    let pending = wired
+        .pending_migrations()
+        .await
+        .context("reading the applied migrations")?;
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "the database has {} pending migration(s) ({}…); run `keel migrate` first",
+            pending.len(),
+            pending[0]
+        );
+    }
     Ok(wired)
 }
 

@@ -427,6 +427,12 @@ impl Settings {
         if let Some(d) = w.retention {
             runtime.retention = nonzero(d, "workers.retention")?;
         }
+        if runtime.shutdown_grace >= runtime.dead_after {
+            return Err(ConfigError::Invalid {
+                key: "workers.shutdown_grace".into(),
+                message: "must be shorter than workers.dead_after (jobs still finishing would be rescued and run twice)".into(),
+            });
+        }
         if runtime.dead_after <= runtime.heartbeat_interval {
             return Err(ConfigError::Invalid {
                 key: "workers.dead_after".into(),

@@ -45,6 +45,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(application::shutdown_signal()).await
         }
         Command::Work { queues } => {
+            if let Some(unknown) = queues
+                .iter()
+                .flatten()
+                .find(|q| !settings.runtime.queues.contains_key(*q))
+            {
+                let known: Vec<&str> = settings.runtime.queues.keys().map(String::as_str).collect();
+                <Cli as clap::CommandFactory>::command()
+                    .error(
+                        clap::error::ErrorKind::InvalidValue,
+                        format!(
+                            "unknown queue `{unknown}` for --queues (known: {})",
+                            known.join(", ")
+                        ),
+                    )
+                    .exit();
+            }
             let mode = queues.map_or(WorkerMode::All, WorkerMode::Queues);
             let app = Application::build(settings, mode, false).await?;
             app.run_until(application::shutdown_signal()).await

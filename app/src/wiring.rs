@@ -33,6 +33,19 @@ impl Wired {
         let refs: Vec<&Module> = self.modules.iter().collect();
         self.runtime.migrate(&refs).await
     }
+
+    /// Migrations not yet applied to this database.
+    ///
+    /// # Errors
+    /// Fails when the database cannot answer.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, runtime::RuntimeError> {
+        let sets: Vec<&[events::Migration]> = self
+            .modules
+            .iter()
+            .map(|m| m.migrations.as_slice())
+            .collect();
+        runtime::migrate::pending(self.runtime.db(), &sets).await
+    }
 }
 
 /// Connects and wires everything.

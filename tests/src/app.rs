@@ -95,7 +95,7 @@ impl AppOptions {
         }
         let _ = writeln!(
             t,
-            "\n[workers]\nheartbeat_interval = \"200ms\"\ndead_after = \"1s\"\npoll_interval = \"250ms\"\nshutdown_grace = \"2s\""
+            "\n[workers]\nheartbeat_interval = \"200ms\"\ndead_after = \"1s\"\npoll_interval = \"250ms\"\nshutdown_grace = \"500ms\""
         );
         let _ = writeln!(
             t,

@@ -21,7 +21,9 @@ const MAX_STORED_RESPONSE: usize = 1 << 20;
 
 /// The middleware.
 pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
+    // Admin actions are not replayable by key: a stored answer must never reach a caller
+    // who has not passed the admin token.
+    if request.method() != Method::POST || request.uri().path().starts_with("/admin") {
         return next.run(request).await;
     }
     let Some(key) = request.headers().get(HEADER).cloned() else {

@@ -52,7 +52,7 @@ pub async fn claim(
         return Ok(Claim::Fresh);
     }
     let row = sqlx::query(
-        "SELECT body_hash, status, content_type, response FROM keel_idempotency \
+        "SELECT body_hash, status, content_type, response, created_at FROM keel_idempotency \
          WHERE key = $1 AND method = $2 AND path = $3",
     )
     .bind(key)
@@ -77,9 +77,37 @@ pub async fn claim(
                 .try_get::<Option<String>, _>("response")?
                 .unwrap_or_default(),
         }),
-        None => Ok(Claim::InProgress),
+        None => {
+            // A claim nobody finished (the client hung up, the process died): after a while
+            // the key is free again, or a retry would get 409 forever.
+            let created_at: i64 = row.try_get("created_at")?;
+            let now = clock.now().timestamp_millis();
+            if now - created_at < ABANDONED_AFTER_MS {
+                return Ok(Claim::InProgress);
+            }
+            let taken = sqlx::query(
+                "UPDATE keel_idempotency SET created_at = $1 WHERE key = $2 AND method = $3 \
+                 AND path = $4 AND status IS NULL AND created_at = $5",
+            )
+            .bind(now)
+            .bind(key)
+            .bind(method)
+            .bind(path)
+            .bind(created_at)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+            Ok(if taken == 1 {
+                Claim::Fresh
+            } else {
+                Claim::InProgress
+            })
+        }
     }
 }
+
+/// An unanswered claim older than this is taken to be abandoned.
+const ABANDONED_AFTER_MS: i64 = 60_000;
 
 /// Stores the answer to a claimed key.
 ///

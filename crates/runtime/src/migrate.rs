@@ -57,3 +57,31 @@ pub async fn run(db: &Db, modules: &[&[Migration]]) -> Result<usize, RuntimeErro
     migrator.run(db.pool()).await?;
     Ok(count)
 }
+
+/// The versions of the runtime's and `modules`' migrations not yet applied (all of them when
+/// the database was never migrated) — so read-only tools can refuse to touch a schema they
+/// do not match instead of migrating it behind the operator's back.
+///
+/// # Errors
+/// Fails when the database cannot answer.
+pub async fn pending(db: &Db, modules: &[&[Migration]]) -> Result<Vec<i64>, RuntimeError> {
+    let known: Vec<i64> = schema::MIGRATIONS
+        .iter()
+        .chain(modules.iter().flat_map(|m| m.iter()))
+        .map(|m| m.version)
+        .collect();
+    let applied: Vec<i64> = match sqlx::query_scalar::<_, i64>(
+        "SELECT version FROM keel_migrations WHERE success = TRUE",
+    )
+    .fetch_all(db.pool())
+    .await
+    {
+        Ok(v) => v,
+        // No table yet: nothing was ever applied.
+        Err(sqlx::Error::Database(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pending: Vec<i64> = known.into_iter().filter(|v| !applied.contains(v)).collect();
+    pending.sort_unstable();
+    Ok(pending)
+}

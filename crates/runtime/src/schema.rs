@@ -129,6 +129,11 @@ CREATE TABLE keel_idempotency (
         sqlite: "SELECT 1;",
         postgres: NOTIFY_TRIGGER_POSTGRES,
     },
+    Migration::portable(
+        2026112504,
+        "runtime: index jobs by cause (event pruning, traces)",
+        "CREATE INDEX keel_jobs_causation ON keel_jobs (causation_id);",
+    ),
 ];
 
 /// Every INSERT into `keel_jobs` notifies `keel_jobs` once per queue it touched, from inside

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use events::DbConn;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use super::execute::{Outcome, Verdict};
@@ -19,14 +19,31 @@ use crate::alerts::Alert;
 const BATCH: usize = 256;
 
 /// Writes outcomes from `rx` until every sender is gone.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>) {
+///
+/// During shutdown a batch that still cannot be written after `shutdown_grace` is given up
+/// (logged): its jobs stay `running` and are rescued after `dead_after`, so the process can
+/// exit instead of hanging on a database that is gone. Returns whether every outcome was
+/// written.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Outcome>,
+    shutdown: watch::Receiver<bool>,
+) -> bool {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut all_written = true;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut delay = Duration::from_millis(50);
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             match write(&shared, &batch).await {
                 Ok(()) => break,
                 Err(e) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if *shutdown.borrow() && since.elapsed() >= shared.config.shutdown_grace {
+                        tracing::error!(error = %e, outcomes = batch.len(), "giving up writing job outcomes at shutdown; their jobs will be rescued");
+                        all_written = false;
+                        break;
+                    }
                     tracing::warn!(error = %e, outcomes = batch.len(), "writing job outcomes failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -40,6 +57,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>) {
         }
         batch.clear();
     }
+    all_written
 }
 
 fn raise_dead(shared: &Shared, job: &super::claim::ClaimedJob, error: &str) {
@@ -92,19 +110,24 @@ async fn complete_chunk(
         .map(|o| o.finished_at)
         .max()
         .unwrap_or_default();
-    let ids = (0..chunk.len())
-        .map(|i| format!("${}", i + 3))
+    // (id, attempt): a late outcome must never land on a newer attempt of the same job
+    // (rescued meanwhile and claimed again by this very worker).
+    let pairs = (0..chunk.len())
+        .map(|i| format!("(${}, ${})", 2 * i + 3, 2 * i + 4))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
         "UPDATE keel_jobs SET state = 'completed', finished_at = $1, locked_by = NULL \
-         WHERE locked_by = $2 AND state = 'running' AND id IN ({ids}) RETURNING id"
+         WHERE locked_by = $2 AND state = 'running' AND (id, attempt) IN (VALUES {pairs}) \
+         RETURNING id"
     );
     let mut update = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(finished_at)
         .bind(worker);
     for outcome in chunk {
-        update = update.bind(outcome.job.id.as_str());
+        update = update
+            .bind(outcome.job.id.as_str())
+            .bind(i32::try_from(outcome.job.attempt).unwrap_or(i32::MAX));
     }
     let held: std::collections::HashSet<String> = update
         .fetch_all(&mut *conn)
@@ -168,7 +191,7 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
     let (sql, run_at, error, detail, label) = match &outcome.result {
         Verdict::Completed { detail } => (
             "UPDATE keel_jobs SET state = 'completed', finished_at = $1, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
             None,
             None,
             detail.as_ref(),
@@ -180,7 +203,7 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
             detail,
         } => (
             "UPDATE keel_jobs SET state = 'retrying', run_at = $2, last_error = $5, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
             Some(*run_at),
             Some(error.as_str()),
             detail.as_ref(),
@@ -188,7 +211,7 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
         ),
         Verdict::Dead { error, detail } => (
             "UPDATE keel_jobs SET state = 'dead', finished_at = $1, last_error = $5, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
             None,
             Some(error.as_str()),
             detail.as_ref(),
@@ -196,7 +219,7 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
         ),
         Verdict::Cancelled { error, detail } => (
             "UPDATE keel_jobs SET state = 'cancelled', finished_at = $1, last_error = $5, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running'",
+             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
             None,
             Some(error.as_str()),
             detail.as_ref(),
@@ -205,10 +228,11 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
         Verdict::HandBack => {
             sqlx::query(
                 "UPDATE keel_jobs SET state = 'available', attempt = attempt - 1, locked_by = NULL \
-                 WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+                 WHERE id = $1 AND locked_by = $2 AND state = 'running' AND attempt = $3",
             )
             .bind(&job.id)
             .bind(worker)
+            .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
             .execute(&mut *conn)
             .await?;
             return Ok(());
@@ -220,6 +244,7 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
         .bind(&job.id)
         .bind(worker)
         .bind(error)
+        .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
         .execute(&mut *conn)
         .await?
         .rows_affected();

@@ -17,6 +17,8 @@ use crate::alerts::Alert;
 
 /// The lease maintenance runs under.
 const LEASE: &str = "maintenance";
+/// How long an `Idempotency-Key`'s stored answer is kept.
+const IDEMPOTENCY_KEY_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Registers this process as a worker.
 ///
@@ -213,26 +215,68 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
     .bind(silent_since)
     .fetch_all(shared.db.pool())
     .await?;
-    for row in rows {
+    let mut lost: Vec<(sqlx::any::AnyRow, String)> = rows
+        .into_iter()
+        .map(|row| {
+            let holder: Option<String> = row.try_get("locked_by").unwrap_or_default();
+            let why = format!(
+                "worker {} stopped heartbeating while running this job",
+                holder.unwrap_or_default()
+            );
+            (row, why)
+        })
+        .collect();
+    // Orphans of a live worker: a claim whose answer was lost on the way back (connection
+    // cut after commit) leaves jobs `running` that no task runs. Any attempt that outlived
+    // its timeout by `dead_after` is one of those — the worker's own timeout would have
+    // ended a real one.
+    let orphans = sqlx::query(
+        "SELECT j.id, j.queue, j.job_type, j.attempt, j.max_attempts, j.locked_by, j.started_at, \
+         j.correlation_id FROM keel_jobs j WHERE j.state = 'running' AND j.started_at < $1",
+    )
+    .bind(silent_since)
+    .fetch_all(shared.db.pool())
+    .await?;
+    for row in orphans {
+        let id: String = row.try_get("id")?;
+        if lost
+            .iter()
+            .any(|(r, _)| r.try_get::<String, _>("id").ok().as_deref() == Some(&id))
+        {
+            continue;
+        }
+        let queue: String = row.try_get("queue")?;
+        let job_type: String = row.try_get("job_type")?;
+        let started_at: Option<i64> = row.try_get("started_at")?;
+        let timeout = shared.config.policy_for(&queue, &job_type).timeout;
+        if started_at.unwrap_or(now_ms) + millis(timeout) < silent_since {
+            let why = format!(
+                "attempt outlived its {} timeout: its worker lost track of it",
+                super::execute::humanize(timeout)
+            );
+            lost.push((row, why));
+        }
+    }
+    for (row, error) in lost {
         let id: String = row.try_get("id")?;
         let holder: Option<String> = row.try_get("locked_by")?;
         let holder = holder.unwrap_or_default();
         let attempt: i32 = row.try_get("attempt")?;
         let max_attempts: i32 = row.try_get("max_attempts")?;
         let started_at: Option<i64> = row.try_get("started_at")?;
-        let error = format!("worker {holder} stopped heartbeating while running this job");
         let dead = attempt >= max_attempts;
         let mut tx = shared.db.begin().await?;
         let updated = sqlx::query(
             "UPDATE keel_jobs SET state = $1, run_at = $2, last_error = $3, locked_by = NULL, \
              finished_at = CASE WHEN $1 = 'dead' THEN $2 ELSE finished_at END \
-             WHERE id = $4 AND state = 'running' AND locked_by = $5",
+             WHERE id = $4 AND state = 'running' AND locked_by = $5 AND attempt = $6",
         )
         .bind(if dead { "dead" } else { "available" })
         .bind(now_ms)
         .bind(&error)
         .bind(&id)
         .bind(&holder)
+        .bind(attempt)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -300,6 +344,16 @@ async fn prune(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
     .bind(before)
     .execute(pool)
     .await?;
+    sqlx::query("DELETE FROM keel_requests WHERE started_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    // Stored answers hold response bodies (a new endpoint's secret, a record's owner
+    // email): keep them one day, long enough for any client's retry.
+    sqlx::query("DELETE FROM keel_idempotency WHERE created_at < $1")
+        .bind(now_ms - IDEMPOTENCY_KEY_TTL_MS)
+        .execute(pool)
+        .await?;
     sqlx::query("DELETE FROM keel_inbox WHERE processed_at < $1")
         .bind(before)
         .execute(pool)

@@ -57,6 +57,9 @@ pub struct Shared {
 pub struct WorkerPool {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    writer: tokio::task::JoinHandle<bool>,
+    stop_heartbeat: watch::Sender<bool>,
+    heartbeat: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
 }
 
@@ -80,12 +83,18 @@ impl WorkerPool {
             ));
         }
         drop(outcomes);
-        tasks.spawn(complete::run(shared.clone(), outcome_rx));
-        tasks.spawn(maintenance::run(shared.clone(), rx));
+        let writer = tokio::spawn(complete::run(shared.clone(), outcome_rx, rx));
+        // Heartbeats go on until the queue loops have finished or handed back their jobs,
+        // so nothing still running during the grace period looks abandoned.
+        let (stop_heartbeat, heartbeat_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(maintenance::run(shared.clone(), heartbeat_rx));
         tracing::info!(worker_id = %shared.worker_id, "workers started");
         Ok(Self {
             shutdown,
             tasks,
+            writer,
+            stop_heartbeat,
+            heartbeat,
             shared,
         })
     }
@@ -95,6 +104,16 @@ impl WorkerPool {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // The queue loops are done, so every outcome sender is gone and the writer ends.
+        let all_written = self.writer.await.unwrap_or(false);
+        let _ = self.stop_heartbeat.send(true);
+        let _ = self.heartbeat.await;
+        if !all_written {
+            // Some jobs are still `running` under this worker: leave it registered (silent
+            // soon) so the leader rescues them after `dead_after`.
+            tracing::warn!(worker_id = %self.shared.worker_id, "stopped with unwritten outcomes");
+            return;
+        }
         if let Err(e) = maintenance::deregister(&self.shared).await {
             tracing::warn!(error = %e, "could not mark this worker stopped");
         }
