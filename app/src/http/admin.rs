@@ -1,6 +1,7 @@
 //! The admin API: queues, dead letters, replay and traces — the same answers as the CLI,
 //! behind `Authorization: Bearer <admin_token>`. Without a configured token the routes are
-//! disabled (403), never open.
+//! disabled (403), never open. [`ApiDoc`] describes the JSON routes for the OpenAPI document
+//! (the HTML dashboard is not part of it).
 
 use axum::Json;
 use axum::Router;
@@ -9,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use events::http::{ApiError, ApiPath, ApiQuery};
+use events::http::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use runtime::RuntimeError;
 use runtime::admin::{JobRecord, QueueStats};
 use runtime::trace::Trace;
@@ -17,6 +18,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::EdgeState;
+
+/// The admin routes' OpenAPI description; the app's document declares the `admin_token`
+/// bearer scheme they require.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(
+    queues,
+    dead_letters,
+    dead_letter,
+    purge,
+    groups,
+    replay_group,
+    replay,
+    trace
+))]
+pub struct ApiDoc;
 
 /// The admin routes.
 pub fn routes(state: EdgeState) -> Router {
@@ -89,6 +105,20 @@ pub fn runtime_error(e: RuntimeError) -> ApiError {
     }
 }
 
+/// Per queue: ready, scheduled, running, retrying and dead jobs, and the age of the oldest ready one.
+#[utoipa::path(
+    get,
+    path = "/admin/queues",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`{\"queues\": [...]}`, as `keel queues --json`.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn queues(State(state): State<EdgeState>) -> Result<Json<Value>, ApiError> {
     let rt = &state.runtime;
     let names: Vec<String> = rt.config().queues.keys().cloned().collect();
@@ -104,6 +134,22 @@ struct DeadQuery {
     queue: Option<String>,
 }
 
+/// Dead letters: jobs that ran out of attempts.
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letters",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("queue" = Option<String>, Query, description = "Only this queue's dead letters.")),
+    responses(
+        (status = 200, description = "`{\"items\": [...]}`, as `keel dead list --json`.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`: an unknown query parameter.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn dead_letters(
     State(state): State<EdgeState>,
     ApiQuery(q): ApiQuery<DeadQuery>,
@@ -115,6 +161,22 @@ async fn dead_letters(
     Ok(Json(json!({ "items": items })))
 }
 
+/// One dead letter, as `keel dead show`.
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letters/{id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The dead job's id.")),
+    responses(
+        (status = 200, description = "The job with its attempts.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no job has this id.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn dead_letter(
     State(state): State<EdgeState>,
     ApiPath(id): ApiPath<String>,
@@ -125,6 +187,22 @@ async fn dead_letter(
     Ok(Json(job))
 }
 
+/// Replays a dead letter with a fresh attempt budget and the same idempotency key.
+#[utoipa::path(
+    post,
+    path = "/admin/dead-letters/{id}/replay",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The dead job's id.")),
+    responses(
+        (status = 200, description = "`{\"replayed\": [id]}`.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 404, description = "`dead_letter_not_found`: no dead job has this id.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn replay(
     State(state): State<EdgeState>,
     ApiPath(id): ApiPath<String>,
@@ -143,6 +221,22 @@ async fn replay(
     Ok(Json(json!({ "replayed": replayed })))
 }
 
+/// Deletes a dead letter for good.
+#[utoipa::path(
+    delete,
+    path = "/admin/dead-letters/{id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The dead job's id.")),
+    responses(
+        (status = 204, description = "Purged."),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 404, description = "`dead_letter_not_found`: no dead job has this id.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn purge(
     State(state): State<EdgeState>,
     ApiPath(id): ApiPath<String>,
@@ -159,6 +253,22 @@ async fn purge(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Dead letters grouped by queue, job type and error.
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letter-groups",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("queue" = Option<String>, Query, description = "Only this queue's dead letters.")),
+    responses(
+        (status = 200, description = "`{\"groups\": [...]}`.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 422, description = "`invalid_query`: an unknown query parameter.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn groups(
     State(state): State<EdgeState>,
     ApiQuery(q): ApiQuery<DeadQuery>,
@@ -171,6 +281,21 @@ async fn groups(
 
 /// Starts a careful group replay in the background (one canary first, then the rest at a
 /// capped rate) and answers at once.
+#[utoipa::path(
+    post,
+    path = "/admin/dead-letter-groups/{id}/replay",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The dead-letter group's id.")),
+    responses(
+        (status = 202, description = "`{\"group_id\", \"jobs\", \"status\": \"started\", \"message\"}`.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 404, description = "`dead_letter_group_not_found`: no group has this id.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn replay_group(
     State(state): State<EdgeState>,
     ApiPath(id): ApiPath<String>,
@@ -227,6 +352,22 @@ pub const GROUP_REPLAY_RATE: usize = 20;
 /// How long a group replay waits for its canary.
 pub const GROUP_CANARY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The whole chain of a request: events, listeners, jobs and their attempts, deliveries — as `keel trace --json`.
+#[utoipa::path(
+    get,
+    path = "/admin/traces/{correlation_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("correlation_id" = String, Path, description = "The `x-correlation-id` of the request.")),
+    responses(
+        (status = 200, description = "The trace tree.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 404, description = "`not_found`: nothing was recorded under this correlation id.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn trace(
     State(state): State<EdgeState>,
     ApiPath(correlation_id): ApiPath<String>,

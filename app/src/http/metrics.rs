@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus text. Counters and histograms are recorded where things happen
 //! (the runtime's workers, the HTTP edge, webhook deliveries) through the `metrics` facade;
 //! queue depth, oldest ready age and live workers are read from the database at scrape time,
-//! so every replica reports the shared truth.
+//! so every replica reports the shared truth. [`ApiDoc`] describes the route for the OpenAPI
+//! document.
 
 use std::sync::OnceLock;
 
@@ -10,7 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use events::http::ApiError;
+use events::http::{ApiError, ErrorBody};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use runtime::Runtime;
 
@@ -38,6 +39,11 @@ pub fn handle() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// The metrics route's OpenAPI description.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(render))]
+pub struct ApiDoc;
 
 /// The metrics route.
 pub fn routes(runtime: Runtime) -> Router {
@@ -69,6 +75,18 @@ pub async fn track(
     response
 }
 
+/// Prometheus text exposition: job figures labelled `queue` and `job_type`, HTTP requests by
+/// route template and status, queue depth and live workers.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, ApiError> {
     let now = runtime.clock().now();
     let names: Vec<String> = runtime.config().queues.keys().cloned().collect();

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +37,7 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
         .merge(admin::routes(state.clone()))
         .merge(dashboard::routes(state.clone()))
         .merge(metrics::routes(state.runtime.clone()))
+        .merge(openapi::routes())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,5 +1,6 @@
 //! The billing module's routes: issue an invoice for a record, pay it, read it. Every
 //! failure maps to `{"error": {"code", "message"}}` here, in `From<InvoiceError> for ApiError`.
+//! Each handler carries its OpenAPI description (`#[utoipa::path]`), gathered by [`ApiDoc`].
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use uuid::Uuid;
 
-use events::http::{ApiError, ApiJson, ApiPath};
+use events::http::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
 use events::outbox::OutboxExt;
 use events::{InvoiceIssued, InvoicePaid, PublishError};
 
@@ -30,6 +31,15 @@ pub fn routes(deps: BillingDeps) -> Router {
         .route("/invoices/{id}/pay", post(pay_invoice))
         .with_state(Arc::new(deps))
 }
+
+/// The module's OpenAPI document: its routes, their bodies and their errors.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(issue_invoice, get_invoice, pay_invoice),
+    components(schemas(IssueInvoiceRequest, InvoiceView, InvoiceStatus, ErrorBody, ErrorDetail)),
+    tags((name = "invoices", description = "Invoices for records: issue, pay, read."))
+)]
+pub(crate) struct ApiDoc;
 
 /// Why an invoice operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +100,22 @@ impl IntoResponse for InvoiceError {
     }
 }
 
+/// Issues an open invoice for a record and publishes `invoice.issued`.
+#[utoipa::path(
+    post,
+    path = "/invoices",
+    tag = "invoices",
+    request_body = IssueInvoiceRequest,
+    responses(
+        (status = 201, description = "The invoice, issued with `status: \"open\"`.", body = InvoiceView),
+        (status = 400, description = "`malformed_json`: the body is not JSON.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_amount`, `invalid_currency`, `record_not_found` (no record has this `record_id`); `invalid_body` for unknown fields, wrong types or missing fields.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn issue_invoice(
     State(deps): State<Shared>,
     ApiJson(request): ApiJson<IssueInvoiceRequest>,
@@ -120,6 +146,21 @@ async fn issue_invoice(
     Ok((StatusCode::CREATED, ApiJson(InvoiceView::from(invoice))))
 }
 
+/// Pays an open invoice and publishes `invoice.paid`.
+#[utoipa::path(
+    post,
+    path = "/invoices/{id}/pay",
+    tag = "invoices",
+    params(("id" = Uuid, Path, description = "The invoice's id.")),
+    responses(
+        (status = 200, description = "The invoice, now `status: \"paid\"`.", body = InvoiceView),
+        (status = 404, description = "`invoice_not_found`: no invoice has this id.", body = ErrorBody),
+        (status = 409, description = "`invoice_already_paid`: it was paid before.", body = ErrorBody),
+        (status = 422, description = "`invalid_path`: the id is not a UUID.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn pay_invoice(
     State(deps): State<Shared>,
     ApiPath(id): ApiPath<Uuid>,
@@ -142,6 +183,20 @@ async fn pay_invoice(
     Ok(ApiJson(InvoiceView::from(invoice)))
 }
 
+/// Reads one invoice.
+#[utoipa::path(
+    get,
+    path = "/invoices/{id}",
+    tag = "invoices",
+    params(("id" = Uuid, Path, description = "The invoice's id.")),
+    responses(
+        (status = 200, description = "The invoice.", body = InvoiceView),
+        (status = 404, description = "`invoice_not_found`: no invoice has this id.", body = ErrorBody),
+        (status = 422, description = "`invalid_path`: the id is not a UUID.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn get_invoice(
     State(deps): State<Shared>,
     ApiPath(id): ApiPath<Uuid>,

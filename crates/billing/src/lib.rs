@@ -46,6 +46,12 @@ impl std::fmt::Debug for BillingDeps {
     }
 }
 
+/// The module's part of the API's OpenAPI document: `/invoices`, generated from the
+/// handlers and the request and response types.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::ApiDoc as utoipa::OpenApi>::openapi()
+}
+
 /// The billing module as the app wires it: routes and migrations; no listeners or jobs.
 pub fn module(deps: BillingDeps) -> Module {
     Module {

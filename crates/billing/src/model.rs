@@ -63,7 +63,7 @@ impl Currency {
 }
 
 /// Where an invoice stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Issued, awaiting payment.
@@ -92,14 +92,16 @@ impl InvoiceStatus {
 }
 
 /// The body of `POST /invoices`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueInvoiceRequest {
     /// The record billed; must exist.
     pub record_id: Uuid,
-    /// Validated by [`AmountCents::parse`].
+    /// The amount in the currency's minor unit, above zero.
+    #[schema(minimum = 1, example = 1999)]
     pub amount_cents: i64,
-    /// Validated by [`Currency::parse`].
+    /// An active ISO 4217 code in upper case.
+    #[schema(example = "EUR")]
     pub currency: String,
 }
 
@@ -148,16 +150,26 @@ pub struct Invoice {
 }
 
 /// The JSON shape of an invoice in responses.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Invoice)]
 pub struct InvoiceView {
+    /// The invoice's id (UUIDv7).
     id: Uuid,
+    /// The record billed.
     record_id: Uuid,
+    /// The amount in the currency's minor unit.
     amount_cents: i64,
+    /// ISO 4217 code.
     currency: String,
+    /// Where it stands.
     status: InvoiceStatus,
+    /// When it was issued (RFC 3339, UTC, milliseconds).
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime<Utc>,
+    /// When it was paid; `null` while open.
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     paid_at: Option<DateTime<Utc>>,
 }
 

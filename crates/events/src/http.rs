@@ -4,6 +4,9 @@
 //! Modules own their routes; this is the one place where failures become responses, and the
 //! extractors here turn axum's rejections (malformed JSON, unknown fields, wrong types, a bad
 //! path id) into that shape instead of axum's plain-text defaults.
+//!
+//! [`ErrorBody`] is that shape as a type: responses are serialized from it, and every
+//! module's OpenAPI document references its one `ErrorBody` schema.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -12,6 +15,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// An HTTP error with a stable machine code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,11 +91,30 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// The body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of an error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code clients may match on, e.g. `record_not_found`.
+    pub code: String,
+    /// What went wrong, for a human; its wording may change.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,4 +1,5 @@
-//! The module's routes: create, list and remove webhook endpoints.
+//! The module's routes: create, list and remove webhook endpoints. Each handler carries its
+//! OpenAPI description (`#[utoipa::path]`), gathered by [`ApiDoc`].
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use chrono::{DateTime, SecondsFormat, Utc};
-use events::http::{ApiError, ApiJson, ApiPath};
+use events::http::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
 use events::{Clock, Db};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -34,6 +35,25 @@ pub(crate) fn routes(state: EndpointsState) -> Router {
         .route("/webhook-endpoints/{id}", delete(delete_endpoint))
         .with_state(Arc::new(state))
 }
+
+/// The module's OpenAPI document: its routes, their bodies and their errors.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(create_endpoint, list_endpoints, delete_endpoint),
+    components(schemas(
+        CreateEndpoint,
+        CreatedEndpoint,
+        ListedEndpoint,
+        EndpointList,
+        ErrorBody,
+        ErrorDetail
+    )),
+    tags((
+        name = "webhook-endpoints",
+        description = "Where signed webhook deliveries go, and for which events."
+    ))
+)]
+pub(crate) struct ApiDoc;
 
 /// Why a webhook-endpoint operation failed; each knows its HTTP status and code.
 #[derive(Debug, thiserror::Error)]
@@ -76,37 +96,74 @@ impl IntoResponse for EndpointError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /webhook-endpoints`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateEndpoint {
+    /// Where deliveries are POSTed: an absolute `http`/`https` URL without credentials.
+    #[schema(example = "https://example.com/hooks/keel")]
     url: String,
+    /// Event names from the catalog (e.g. `record.created`), or `["*"]` for every event.
+    #[schema(example = json!(["record.created", "invoice.paid"]))]
     events: Vec<String>,
+    /// The signing secret, `whsec_` + base64 of 24 to 64 bytes; generated when absent.
     #[serde(default)]
     secret: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A webhook endpoint just created, with its signing secret (shown this once).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CreatedEndpoint {
+    /// The endpoint's id.
     id: Uuid,
+    /// Where deliveries go.
     url: String,
+    /// The events it receives; `["*"]` for all.
     events: Vec<String>,
+    /// The signing secret (`whsec_…`).
     secret: String,
+    /// When it was created (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A webhook endpoint as listed (without its secret).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ListedEndpoint {
+    /// The endpoint's id.
     id: Uuid,
+    /// Where deliveries go.
     url: String,
+    /// The events it receives; `["*"]` for all.
     events: Vec<String>,
+    /// When it was created (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer of `GET /webhook-endpoints`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EndpointList {
+    /// Every live endpoint.
     items: Vec<ListedEndpoint>,
 }
 
+/// Registers a webhook endpoint.
+#[utoipa::path(
+    post,
+    path = "/webhook-endpoints",
+    tag = "webhook-endpoints",
+    request_body = CreateEndpoint,
+    responses(
+        (status = 201, description = "The endpoint, with its `id` and signing `secret`.", body = CreatedEndpoint),
+        (status = 400, description = "`malformed_json`: the body is not JSON.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_url`, `private_target` (the URL names a private address), `unknown_event`, `invalid_secret`; `invalid_body` for unknown fields, wrong types or missing fields.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn create_endpoint(
     State(state): State<Arc<EndpointsState>>,
     ApiJson(request): ApiJson<CreateEndpoint>,
@@ -141,6 +198,17 @@ async fn create_endpoint(
     ))
 }
 
+/// Lists the live webhook endpoints.
+#[utoipa::path(
+    get,
+    path = "/webhook-endpoints",
+    tag = "webhook-endpoints",
+    responses(
+        (status = 200, description = "Every live endpoint, without secrets.", body = EndpointList),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn list_endpoints(
     State(state): State<Arc<EndpointsState>>,
 ) -> Result<ApiJson<EndpointList>, EndpointError> {
@@ -157,6 +225,20 @@ async fn list_endpoints(
     Ok(ApiJson(EndpointList { items }))
 }
 
+/// Removes a webhook endpoint; no delivery is sent to it afterwards.
+#[utoipa::path(
+    delete,
+    path = "/webhook-endpoints/{id}",
+    tag = "webhook-endpoints",
+    params(("id" = Uuid, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "`webhook_endpoint_not_found`: no live endpoint has this id.", body = ErrorBody),
+        (status = 422, description = "`invalid_path`: the id is not a UUID.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn delete_endpoint(
     State(state): State<Arc<EndpointsState>>,
     ApiPath(id): ApiPath<Uuid>,

@@ -113,6 +113,12 @@ pub enum NotificationsError {
     MailFrom(String),
 }
 
+/// The module's part of the API's OpenAPI document: `/webhook-endpoints`, generated from the
+/// handlers and the request and response types.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::ApiDoc as utoipa::OpenApi>::openapi()
+}
+
 /// Builds the notifications module: its routes, listeners, jobs and migrations.
 ///
 /// # Errors

@@ -1,6 +1,7 @@
 //! The records module's routes: create, read and page through records; upload an NDJSON
 //! import and follow its progress. Every failure maps to `{"error": {"code", "message"}}`
-//! here, in the two `From<…> for ApiError` impls.
+//! here, in the two `From<…> for ApiError` impls. Each handler carries its OpenAPI
+//! description (`#[utoipa::path]`), gathered by [`ApiDoc`].
 
 use std::sync::Arc;
 
@@ -11,16 +12,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
-use events::http::{ApiError, ApiJson, ApiPath, ApiQuery};
+use events::http::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail};
 use events::outbox::OutboxExt;
 use events::{NewJob, PublishError, RecordCreated};
 
 use crate::RecordsDeps;
 use crate::jobs::RunImport;
-use crate::model::{CreateRecordRequest, FailedRow, InvalidRecord, NewRecord, Record, RecordView};
+use crate::model::{
+    CreateRecordRequest, FailedRow, ImportAccepted, ImportStatus, ImportView, InvalidRecord,
+    NewRecord, Record, RecordPage, RecordView,
+};
 use crate::store;
 use crate::upload::{MAX_UPLOAD_BYTES, Spool, UploadError};
 
@@ -47,6 +50,28 @@ pub fn routes(deps: RecordsDeps) -> Router {
         .route("/imports/{id}", get(get_import))
         .with_state(Arc::new(deps))
 }
+
+/// The module's OpenAPI document: its routes, their bodies and their errors.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(create_record, list_records, get_record, upload_import, get_import),
+    components(schemas(
+        CreateRecordRequest,
+        RecordView,
+        RecordPage,
+        ImportAccepted,
+        ImportView,
+        ImportStatus,
+        FailedRow,
+        ErrorBody,
+        ErrorDetail
+    )),
+    tags(
+        (name = "records", description = "Records: create, read, page through."),
+        (name = "imports", description = "Bulk NDJSON imports of records and their progress.")
+    )
+)]
+pub(crate) struct ApiDoc;
 
 /// Why a record operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +189,22 @@ fn too_large() -> ApiError {
     )
 }
 
+/// Creates a record and publishes `record.created`.
+#[utoipa::path(
+    post,
+    path = "/records",
+    tag = "records",
+    request_body = CreateRecordRequest,
+    responses(
+        (status = 201, description = "The record, created.", body = RecordView),
+        (status = 400, description = "`malformed_json`: the body is not JSON.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_title`, `invalid_owner_email`, `invalid_attributes`; `invalid_body` for unknown fields, wrong types or missing fields.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn create_record(
     State(deps): State<Shared>,
     ApiJson(request): ApiJson<CreateRecordRequest>,
@@ -190,6 +231,20 @@ async fn create_record(
     Ok((StatusCode::CREATED, ApiJson(RecordView::from(record))))
 }
 
+/// Reads one record.
+#[utoipa::path(
+    get,
+    path = "/records/{id}",
+    tag = "records",
+    params(("id" = Uuid, Path, description = "The record's id.")),
+    responses(
+        (status = 200, description = "The record.", body = RecordView),
+        (status = 404, description = "`record_not_found`: no record has this id.", body = ErrorBody),
+        (status = 422, description = "`invalid_path`: the id is not a UUID.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn get_record(
     State(deps): State<Shared>,
     ApiPath(id): ApiPath<Uuid>,
@@ -229,10 +284,26 @@ fn parse_cursor(raw: Option<&str>) -> Result<Option<Uuid>, RecordError> {
     }
 }
 
+/// Pages through records, oldest first.
+#[utoipa::path(
+    get,
+    path = "/records",
+    tag = "records",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Records per page: 1 to 200, default 50."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page; absent for the first page.")
+    ),
+    responses(
+        (status = 200, description = "A page of records.", body = RecordPage),
+        (status = 422, description = "`invalid_limit`, `invalid_cursor`; `invalid_query` for an unknown parameter.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn list_records(
     State(deps): State<Shared>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<ApiJson<serde_json::Value>, RecordError> {
+) -> Result<ApiJson<RecordPage>, RecordError> {
     let limit = parse_limit(query.limit.as_deref())?;
     let after = parse_cursor(query.cursor.as_deref())?;
     let mut records = store::list_records(deps.db.pool(), after, limit + 1).await?;
@@ -244,16 +315,33 @@ async fn list_records(
         None
     };
     let items: Vec<RecordView> = records.into_iter().map(RecordView::from).collect();
-    Ok(ApiJson(
-        json!({ "items": items, "next_cursor": next_cursor }),
-    ))
+    Ok(ApiJson(RecordPage { items, next_cursor }))
 }
 
+/// Stores an NDJSON file, one record a line as for `POST /records`, and queues its import.
+#[utoipa::path(
+    post,
+    path = "/imports",
+    tag = "imports",
+    request_body(
+        content = String,
+        content_type = "application/x-ndjson",
+        description = "One JSON object a line, each as the body of `POST /records`; blank lines are skipped. At most 64 MiB."
+    ),
+    responses(
+        (status = 202, description = "Stored; its job is queued. Follow it with `GET /imports/{id}`.", body = ImportAccepted),
+        (status = 400, description = "`body_read_failed`: the upload broke off.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the file is over the limit.", body = ErrorBody),
+        (status = 422, description = "`empty_import`: every line is blank.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn upload_import(
     State(deps): State<Shared>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, ApiJson<serde_json::Value>), ImportError> {
+) -> Result<(StatusCode, ApiJson<ImportAccepted>), ImportError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -284,14 +372,31 @@ async fn upload_import(
     tracing::info!(%import_id, total = spool.total(), "import queued");
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(json!({ "id": import_id, "status": "queued" })),
+        ApiJson(ImportAccepted {
+            id: import_id,
+            status: ImportStatus::Queued,
+        }),
     ))
 }
 
+/// Reads an import's progress and its first failed lines.
+#[utoipa::path(
+    get,
+    path = "/imports/{id}",
+    tag = "imports",
+    params(("id" = Uuid, Path, description = "The import's id.")),
+    responses(
+        (status = 200, description = "The import's progress.", body = ImportView),
+        (status = 404, description = "`import_not_found`: no import has this id.", body = ErrorBody),
+        (status = 422, description = "`invalid_path`: the id is not a UUID.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
 async fn get_import(
     State(deps): State<Shared>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<ApiJson<serde_json::Value>, ImportError> {
+) -> Result<ApiJson<ImportView>, ImportError> {
     let import = store::find_import(deps.db.pool(), id)
         .await?
         .ok_or(ImportError::NotFound)?;
@@ -303,14 +408,14 @@ async fn get_import(
         .into_iter()
         .filter(|row| row.line <= import.checkpoint)
         .collect();
-    Ok(ApiJson(json!({
-        "id": import.id,
-        "status": import.status,
-        "total": import.total,
-        "processed": import.processed,
-        "failed": import.failed,
-        "failed_rows": failed_rows,
-    })))
+    Ok(ApiJson(ImportView {
+        id: import.id,
+        status: import.status,
+        total: import.total,
+        processed: import.processed,
+        failed: import.failed,
+        failed_rows,
+    }))
 }
 
 #[cfg(test)]
@@ -321,7 +426,7 @@ mod tests {
     use crate::store::tests::test_db;
     use axum::http::Request;
     use events::Db;
-    use serde_json::Value;
+    use serde_json::{Value, json};
     use tower::ServiceExt;
 
     struct Harness {

@@ -59,6 +59,12 @@ pub fn module(deps: RecordsDeps) -> Module {
     }
 }
 
+/// The module's part of the API's OpenAPI document: `/records` and `/imports`, generated
+/// from the handlers and the request and response types.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::ApiDoc as utoipa::OpenApi>::openapi()
+}
+
 /// Lets other modules look up a record's title and owner without importing this crate.
 pub fn record_directory(db: Db) -> Arc<dyn RecordDirectory> {
     Arc::new(directory::SqlRecordDirectory::new(db))

@@ -188,15 +188,19 @@ impl Attributes {
 }
 
 /// The body of `POST /records`, and the shape of one NDJSON import line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRecordRequest {
-    /// The title, validated by [`Title::parse`].
+    /// The title: 1 to 200 characters after trimming, no control characters.
+    #[schema(example = "Quarterly report")]
     pub title: String,
-    /// The owner's email, validated by [`OwnerEmail::parse`].
+    /// The owner's email address.
+    #[schema(example = "owner@example.com")]
     pub owner_email: String,
-    /// Optional object of free-form attributes.
+    /// Optional object of free-form attributes, at most 16 KiB as compact JSON; absent or
+    /// `null` means `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: Option<Value>,
 }
 
@@ -288,14 +292,31 @@ pub struct Record {
 }
 
 /// The JSON shape of a record in responses.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Record)]
 pub struct RecordView {
+    /// The record's id (UUIDv7).
     id: Uuid,
+    /// Its title, trimmed.
     title: String,
+    /// Its owner's email address.
     owner_email: String,
+    /// Its free-form attributes.
+    #[schema(value_type = Object)]
     attributes: Map<String, Value>,
+    /// When it was created (RFC 3339, UTC, milliseconds).
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime<Utc>,
+}
+
+/// A page of records, oldest first: the answer of `GET /records`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordPage {
+    /// The records of this page.
+    pub items: Vec<RecordView>,
+    /// The `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 impl From<Record> for RecordView {
@@ -315,7 +336,7 @@ fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S:
 }
 
 /// Where an import stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportStatus {
     /// Uploaded; its job has not started yet.
@@ -387,12 +408,38 @@ pub enum LineContent {
 }
 
 /// One line of an import that did not become a record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FailedRow {
     /// Its line number in the file, counting from 1 over all lines.
     pub line: i64,
     /// What was wrong with it.
     pub error: String,
+}
+
+/// The answer of `POST /imports`: the import was stored and its job queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ImportAccepted {
+    /// The import's id, for `GET /imports/{id}`.
+    pub id: Uuid,
+    /// Always `queued`.
+    pub status: ImportStatus,
+}
+
+/// The answer of `GET /imports/{id}`: an import's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ImportView {
+    /// The import's id.
+    pub id: Uuid,
+    /// Where it stands.
+    pub status: ImportStatus,
+    /// Non-empty lines in the uploaded file.
+    pub total: i64,
+    /// Lines handled so far, failed ones included.
+    pub processed: i64,
+    /// Lines that failed so far.
+    pub failed: i64,
+    /// The first failed lines (at most 1000), by line number.
+    pub failed_rows: Vec<FailedRow>,
 }
 
 #[cfg(test)]

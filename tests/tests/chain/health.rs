@@ -1,4 +1,5 @@
-//! Liveness and readiness with the database up: `/healthz` and `/readyz` both answer 200.
+//! Liveness and readiness with the database up: `/healthz` and `/readyz` both answer 200;
+//! `/openapi.json` serves the API's OpenAPI document with every route.
 
 use tests::app::{AppOptions, expect_json, spawn_app};
 use tests::{TestDb, both_backends};
@@ -14,3 +15,51 @@ async fn health_and_readiness_answer_200_with_the_database_up(db: TestDb) {
 }
 
 both_backends!(health_and_readiness_answer_200_with_the_database_up);
+
+async fn the_openapi_document_is_served_with_every_route(db: TestDb) {
+    let app = spawn_app(&db, AppOptions::default()).await;
+    let response = app.get("/openapi.json").await;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let doc = expect_json(response, 200).await;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.")
+    );
+    assert_eq!(doc["info"]["title"], "Keel");
+    for (method, path) in [
+        ("post", "/records"),
+        ("get", "/records"),
+        ("get", "/records/{id}"),
+        ("post", "/invoices"),
+        ("post", "/invoices/{id}/pay"),
+        ("post", "/webhook-endpoints"),
+        ("get", "/webhook-endpoints"),
+        ("delete", "/webhook-endpoints/{id}"),
+        ("post", "/imports"),
+        ("get", "/imports/{id}"),
+        ("get", "/admin/queues"),
+        ("get", "/admin/dead-letters"),
+        ("post", "/admin/dead-letters/{id}/replay"),
+        ("get", "/admin/traces/{correlation_id}"),
+        ("get", "/metrics"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/openapi.json"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    app.shutdown().await;
+}
+
+both_backends!(the_openapi_document_is_served_with_every_route);
