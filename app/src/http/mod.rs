@@ -42,11 +42,13 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        // A panic becomes a 500 *inside* the idempotency layer, which then frees the key
+        // for a retry instead of leaving it claimed forever.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
             state.runtime.clone(),
             idempotency::layer,
         ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
             state.runtime,
             correlation::layer,
