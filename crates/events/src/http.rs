@@ -79,11 +79,16 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
             // 57P01 admin_shutdown (pg_terminate_backend), 57P03 cannot_connect_now,
-            // 08xxx connection exceptions; SQLite's BUSY/LOCKED after the busy timeout.
+            // 08xxx connection exceptions, 53xxx insufficient resources (too many
+            // connections, out of memory or disk), 40001/40P01 serialization failure and
+            // deadlock (retry-worthy); SQLite's BUSY/LOCKED after the busy timeout.
             let code = db.code().unwrap_or_default();
             code == "57P01"
                 || code == "57P03"
                 || code.starts_with("08")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
                 || code == "5"
                 || code == "6"
         }

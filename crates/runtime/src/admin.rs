@@ -272,30 +272,30 @@ pub async fn show_job(db: &Db, id: &str) -> Result<JobRecord, RuntimeError> {
 /// Fails when the database does.
 pub async fn attempts(db: &Db, job_id: &str) -> Result<Vec<AttemptRecord>, RuntimeError> {
     let rows = sqlx::query(
-        "SELECT attempt, worker, started_at, finished_at, outcome, error, detail \
+        "SELECT job_id, attempt, worker, started_at, finished_at, outcome, error, detail \
          FROM keel_job_attempts WHERE job_id = $1 ORDER BY started_at, attempt",
     )
     .bind(job_id)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let started: i64 = row.try_get("started_at")?;
-            let finished: i64 = row.try_get("finished_at")?;
-            let detail: Option<String> = row.try_get("detail")?;
-            Ok(AttemptRecord {
-                attempt: row.try_get("attempt")?,
-                worker: row.try_get("worker")?,
-                started_at: millis(started),
-                finished_at: millis(finished),
-                duration_ms: finished - started,
-                outcome: row.try_get("outcome")?,
-                error: row.try_get("error")?,
-                detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(RuntimeError::from)
+    Ok(rows.iter().map(decode_attempt).collect::<Result<_, _>>()?)
+}
+
+/// One `keel_job_attempts` row (selected with the columns [`attempts`] uses).
+pub(crate) fn decode_attempt(row: &sqlx::any::AnyRow) -> Result<AttemptRecord, sqlx::Error> {
+    let started: i64 = row.try_get("started_at")?;
+    let finished: i64 = row.try_get("finished_at")?;
+    let detail: Option<String> = row.try_get("detail")?;
+    Ok(AttemptRecord {
+        attempt: row.try_get("attempt")?,
+        worker: row.try_get("worker")?,
+        started_at: millis(started),
+        finished_at: millis(finished),
+        duration_ms: finished - started,
+        outcome: row.try_get("outcome")?,
+        error: row.try_get("error")?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+    })
 }
 
 /// Replays dead jobs: each runs again now with a fresh attempt budget and the same

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::admin::{AttemptRecord, attempts};
+use crate::admin::{AttemptRecord, decode_attempt};
 use crate::error::RuntimeError;
 use crate::worker::execute::millis;
 
@@ -192,6 +192,25 @@ pub async fn trace(db: &Db, correlation_id: &str) -> Result<Trace, RuntimeError>
             },
         ));
     }
+    // Every attempt of the chain in one query, not one per job (an import's chain has
+    // thousands of jobs).
+    let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT job_id, attempt, worker, started_at, finished_at, outcome, error, detail \
+         FROM keel_job_attempts WHERE job_id IN \
+           (SELECT id FROM keel_jobs WHERE correlation_id = $1) \
+         ORDER BY started_at, attempt",
+    )
+    .bind(correlation_id)
+    .fetch_all(db.pool())
+    .await?
+    {
+        let job_id: String = row.try_get("job_id")?;
+        attempts
+            .entry(job_id)
+            .or_default()
+            .push(decode_attempt(&row)?);
+    }
     for row in sqlx::query(
         "SELECT id, queue, job_type, state, enqueued_at, causation_id FROM keel_jobs \
          WHERE correlation_id = $1",
@@ -201,7 +220,7 @@ pub async fn trace(db: &Db, correlation_id: &str) -> Result<Trace, RuntimeError>
     .await?
     {
         let id: String = row.try_get("id")?;
-        let attempts = attempts(db, &id).await?;
+        let attempts = attempts.remove(&id).unwrap_or_default();
         nodes.push((
             row.try_get("causation_id")?,
             TraceNode::Job {
