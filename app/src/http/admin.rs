@@ -309,8 +309,21 @@ async fn replay_group(
             format!("no dead-letter group has id {id}"),
         ));
     };
-    let rt = state.runtime.clone();
-    let group_id = group.id.clone();
+    start_group_replay(state.runtime.clone(), group.id.clone());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "group_id": group.id,
+            "jobs": group.count,
+            "status": "started",
+            "message": "one job is replayed first; the rest follow only if it succeeds",
+        })),
+    ))
+}
+
+/// Replays a dead-letter group in the background: one canary first, the rest only if it
+/// succeeds, at [`GROUP_REPLAY_RATE`] a second. The JSON route and the dashboard share it.
+pub fn start_group_replay(rt: runtime::Runtime, group_id: String) {
     tokio::spawn(async move {
         let wake = {
             let rt = rt.clone();
@@ -336,15 +349,6 @@ async fn replay_group(
             Err(e) => tracing::warn!(error = %e, "group replay failed"),
         }
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "group_id": group.id,
-            "jobs": group.count,
-            "status": "started",
-            "message": "one job is replayed first; the rest follow only if it succeeds",
-        })),
-    ))
 }
 
 /// Jobs per second a group replay sends after its canary succeeded.

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use self::pages::Page;
 use self::session::{Flash, Sessions};
 use super::EdgeState;
-use super::admin::{GROUP_CANARY_TIMEOUT, GROUP_REPLAY_RATE, constant_time_eq};
+use super::admin::{constant_time_eq, start_group_replay};
 
 /// What the dashboard handlers share.
 #[derive(Debug, Clone)]
@@ -376,32 +376,7 @@ async fn replay_group(
             "/admin/dead",
         );
     };
-    let group_id = group.id.clone();
-    tokio::spawn(async move {
-        let wake = {
-            let rt = rt.clone();
-            move || rt.wake_all()
-        };
-        match runtime::admin::replay_group(
-            rt.db(),
-            rt.clock().as_ref(),
-            &group_id,
-            GROUP_REPLAY_RATE,
-            GROUP_CANARY_TIMEOUT,
-            &wake,
-        )
-        .await
-        {
-            Ok(report) => tracing::info!(
-                group_id = %report.group_id,
-                canary_state = report.canary_state.as_deref().unwrap_or(""),
-                replayed = report.replayed.len(),
-                left_dead = report.left_dead,
-                "group replay finished"
-            ),
-            Err(e) => tracing::warn!(error = %e, "group replay failed"),
-        }
-    });
+    start_group_replay(rt, group.id.clone());
     let text = format!(
         "Replaying {} job{} of {} on {}: one runs first, the rest follow only if it succeeds.",
         group.count,
