@@ -104,6 +104,9 @@ pub struct JobContext {
     pub attempt: u32,
     /// The attempt budget.
     pub max_attempts: u32,
+    /// How long this attempt may run before the runtime fails it: work that can checkpoint
+    /// (an import) should hand over well before.
+    pub timeout: std::time::Duration,
     /// Stable across retries and replays: send it to external APIs as a dedupe key.
     pub idempotency_key: String,
     /// The chain this job belongs to; its own id is the causation of what it publishes.

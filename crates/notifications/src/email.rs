@@ -443,6 +443,7 @@ mod tests {
             queue: "emails".into(),
             attempt: 1,
             max_attempts: 6,
+            timeout: std::time::Duration::from_secs(30),
             idempotency_key: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
             trace: TraceContext {
                 correlation_id: CorrelationId::parse("corr-1").unwrap(),

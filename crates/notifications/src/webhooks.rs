@@ -480,6 +480,7 @@ mod tests {
             queue: "webhooks".into(),
             attempt: 1,
             max_attempts: 6,
+            timeout: std::time::Duration::from_secs(30),
             idempotency_key: "k".into(),
             trace: TraceContext {
                 correlation_id: CorrelationId::parse(correlation).unwrap(),

@@ -26,8 +26,8 @@ use crate::store;
 
 /// Lines handled per transaction.
 pub const BATCH_LINES: i64 = 500;
-/// How long one attempt works before it hands the rest to a continuation job, so a large
-/// import never runs into the queue's per-job timeout.
+/// The longest one attempt works before it hands the rest to a continuation job (less when
+/// the queue's timeout is short: half of it), so a large import never runs into the timeout.
 pub const TIME_BUDGET: Duration = Duration::from_secs(20);
 
 /// Create the records of an uploaded import. Enqueued by `POST /imports`.
@@ -83,7 +83,11 @@ impl RunImportHandler {
         self
     }
 
-    async fn run(&self, import_id: Uuid) -> Result<serde_json::Value, JobError> {
+    async fn run(
+        &self,
+        import_id: Uuid,
+        time_budget: Duration,
+    ) -> Result<serde_json::Value, JobError> {
         let started = Instant::now();
         let Some(import) = store::find_import(self.db.pool(), import_id).await? else {
             return Err(JobError::poison(format!(
@@ -187,7 +191,7 @@ impl RunImportHandler {
             progress.failed += failed;
             progress.checkpoint = last;
 
-            if started.elapsed() >= self.time_budget {
+            if started.elapsed() >= time_budget {
                 let mut next = NewJob::of(&RunImport { import_id })
                     .map_err(|e| JobError::retry(format!("continuation does not encode: {e}")))?;
                 next.unique_key = Some(format!("{import_id}@{last}"));
@@ -242,7 +246,10 @@ impl RunImportHandler {
 #[async_trait]
 impl HandleJob<RunImport> for RunImportHandler {
     async fn handle(&self, job: RunImport, ctx: &JobContext) -> Result<JobDetail, JobError> {
-        match self.run(job.import_id).await {
+        // Hand over to a continuation well inside the attempt's timeout, whatever the
+        // queue's timeout is configured to.
+        let budget = self.time_budget.min(ctx.timeout / 2);
+        match self.run(job.import_id, budget).await {
             Ok(detail) => Ok(Some(detail)),
             Err(error) => {
                 let last_attempt = ctx.attempt >= ctx.max_attempts;
@@ -361,6 +368,7 @@ pub(crate) mod tests {
             queue: RunImport::QUEUE.to_owned(),
             attempt,
             max_attempts: 3,
+            timeout: std::time::Duration::from_secs(30),
             idempotency_key: "k".to_owned(),
             trace: TraceContext::new_chain(),
             enqueued_at: Utc::now(),

@@ -172,6 +172,7 @@ async fn run(
         queue: job.queue.clone(),
         attempt: job.attempt,
         max_attempts: job.max_attempts,
+        timeout,
         idempotency_key: job.idempotency_key.clone(),
         trace: trace.clone(),
         enqueued_at: millis(job.enqueued_at),
