@@ -13,12 +13,18 @@ use uuid::Uuid;
 
 use crate::config::AlertSettings;
 
+/// An alert condition: its kind and subject.
+type Condition = (String, String);
+/// When a condition's alert last went out, and how many were suppressed since.
+type LastSent = (DateTime<Utc>, u64);
+
 /// Logs every alert that passes the rate limit and POSTs it when a URL is configured.
 #[derive(Debug)]
 pub struct WebhookAlerts {
     clock: Arc<dyn Clock>,
     min_interval: TimeDelta,
-    last: Mutex<HashMap<(String, String), DateTime<Utc>>>,
+    /// Per condition (kind, subject): when it last went out, and how many were held back since.
+    last: Mutex<HashMap<Condition, LastSent>>,
     outbound: Option<mpsc::UnboundedSender<Alert>>,
 }
 
@@ -55,25 +61,48 @@ impl WebhookAlerts {
         })
     }
 
-    fn allowed(&self, alert: &Alert) -> bool {
+    /// Whether `alert` may go out now; `Some(n)` with the number of alerts of the same
+    /// condition suppressed since the last one that went out.
+    fn admit(&self, alert: &Alert) -> Option<u64> {
         let now = self.clock.now();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let key = (alert.kind.to_owned(), alert.subject.clone());
-        match last.get(&key) {
-            Some(prev) if now - *prev < self.min_interval => false,
-            _ => {
-                last.insert(key, now);
-                true
+        match last.get_mut(&key) {
+            Some((prev, suppressed)) if now - *prev < self.min_interval => {
+                *suppressed += 1;
+                None
+            }
+            Some((prev, suppressed)) => {
+                let held_back = *suppressed;
+                *prev = now;
+                *suppressed = 0;
+                Some(held_back)
+            }
+            None => {
+                last.insert(key, (now, 0));
+                Some(0)
             }
         }
+    }
+
+    #[cfg(test)]
+    fn allowed(&self, alert: &Alert) -> bool {
+        self.admit(alert).is_some()
     }
 }
 
 impl AlertSink for WebhookAlerts {
-    fn raise(&self, alert: Alert) {
-        if !self.allowed(&alert) {
+    fn raise(&self, mut alert: Alert) {
+        let Some(suppressed) = self.admit(&alert) else {
             tracing::debug!(kind = alert.kind, subject = %alert.subject, "alert suppressed by rate limit");
             return;
+        };
+        if suppressed > 0 {
+            // Nothing is silently lost: the next alert of a condition says how many it stands for.
+            if let serde_json::Value::Object(map) = &mut alert.detail {
+                map.insert("suppressed_since_last".into(), suppressed.into());
+            }
+            alert.message = format!("{} ({suppressed} more since the last alert)", alert.message);
         }
         LogAlerts.raise(alert.clone());
         if let Some(tx) = &self.outbound {
@@ -176,10 +205,12 @@ mod tests {
             sink.allowed(&alert("queue_stale", "webhooks/x")),
             "nor another kind"
         );
+        assert!(!sink.allowed(&alert("job_dead", "webhooks/x")));
         clock.0.fetch_add(300_000, Ordering::SeqCst);
-        assert!(
-            sink.allowed(&alert("job_dead", "webhooks/x")),
-            "the interval has passed"
+        assert_eq!(
+            sink.admit(&alert("job_dead", "webhooks/x")),
+            Some(2),
+            "the interval has passed, and the alert counts the two held back"
         );
     }
 }

@@ -313,7 +313,7 @@ pub async fn replay(
     for id in ids {
         let n = sqlx::query(
             "UPDATE keel_jobs SET state = 'available', attempt = 0, run_at = $1, finished_at = NULL, \
-             locked_by = NULL, replays = replays + 1 WHERE id = $2 AND state = 'dead'",
+             locked_by = NULL, last_error = NULL, replays = replays + 1 WHERE id = $2 AND state = 'dead'",
         )
         .bind(now.timestamp_millis())
         .bind(id)
