@@ -17,6 +17,10 @@ use crate::alerts::Alert;
 
 /// The lease maintenance runs under.
 const LEASE: &str = "maintenance";
+/// Rows one prune batch deletes.
+const PRUNE_BATCH: i64 = 500;
+/// Batches per table per maintenance round.
+const PRUNE_BATCHES_PER_ROUND: usize = 20;
 /// How long an `Idempotency-Key`'s stored answer is kept.
 const IDEMPOTENCY_KEY_TTL_MS: i64 = 24 * 3600 * 1000;
 
@@ -322,28 +326,58 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
 async fn prune(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
     let before = now_ms - millis(shared.config.retention);
     let pool = shared.db.pool();
-    sqlx::query(
-        "DELETE FROM keel_job_attempts WHERE job_id IN (SELECT id FROM keel_jobs \
-         WHERE state IN ('completed', 'cancelled') AND finished_at < $1)",
-    )
-    .bind(before)
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "DELETE FROM keel_jobs WHERE state IN ('completed', 'cancelled') AND finished_at < $1",
-    )
-    .bind(before)
-    .execute(pool)
-    .await?;
-    // An event is kept while any job still refers to it through its causation chain's
-    // correlation; once its window has passed and its deliveries are gone, it goes.
-    sqlx::query(
-        "DELETE FROM keel_events WHERE occurred_at < $1 AND NOT EXISTS \
-         (SELECT 1 FROM keel_jobs j WHERE j.causation_id = keel_events.id)",
-    )
-    .bind(before)
-    .execute(pool)
-    .await?;
+    // In bounded batches, each its own short transaction: a day of finished jobs never
+    // holds SQLite's write lock (or a maintenance round) for long. What is left over goes
+    // in the next round.
+    for _ in 0..PRUNE_BATCHES_PER_ROUND {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM keel_jobs WHERE state IN ('completed', 'cancelled') \
+             AND finished_at < $1 LIMIT $2",
+        )
+        .bind(before)
+        .bind(PRUNE_BATCH)
+        .fetch_all(pool)
+        .await?;
+        if ids.is_empty() {
+            break;
+        }
+        let list = (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut tx = shared.db.begin().await?;
+        for table_and_column in ["keel_job_attempts WHERE job_id", "keel_jobs WHERE id"] {
+            let sql = format!("DELETE FROM {table_and_column} IN ({list})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in &ids {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        if i64::try_from(ids.len()).unwrap_or(0) < PRUNE_BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // An event goes once its window has passed and no job names it as cause any more (its
+    // deliveries were pruned above; a dead delivery keeps it for replay).
+    for _ in 0..PRUNE_BATCHES_PER_ROUND {
+        let deleted = sqlx::query(
+            "DELETE FROM keel_events WHERE id IN (SELECT e.id FROM keel_events e \
+             WHERE e.occurred_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM keel_jobs j WHERE j.causation_id = e.id) LIMIT $2)",
+        )
+        .bind(before)
+        .bind(PRUNE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if deleted < u64::try_from(PRUNE_BATCH).unwrap_or(0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     sqlx::query("DELETE FROM keel_requests WHERE started_at < $1")
         .bind(before)
         .execute(pool)
