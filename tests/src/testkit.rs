@@ -463,6 +463,22 @@ impl HandleJob<Run> for Runner {
     async fn handle(&self, job: Run, ctx: &JobContext) -> Result<JobDetail, JobError> {
         self.kit.run(Run::TYPE, &job.0, ctx).await
     }
+
+    async fn dead_lettered(&self, _job: Option<Run>, ctx: &JobContext) {
+        told_dead_set().insert(ctx.id.to_string());
+    }
+}
+
+/// Whether the handler was told (in this process) that job `id` was dead-lettered.
+pub fn told_dead(id: &str) -> bool {
+    told_dead_set().contains(id)
+}
+
+fn told_dead_set() -> std::sync::MutexGuard<'static, HashSet<String>> {
+    static SET: std::sync::OnceLock<Mutex<HashSet<String>>> = std::sync::OnceLock::new();
+    SET.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait]

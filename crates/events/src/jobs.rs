@@ -197,6 +197,12 @@ pub trait JobHandler: Send + Sync {
     /// # Errors
     /// A [`JobError`] saying whether to retry, cancel or dead-letter.
     async fn run(&self, job: &JobContext) -> Result<JobDetail, JobError>;
+
+    /// Called once when the job is dead-lettered — after its last attempt, as poison, or
+    /// when a rescue finds its budget spent (the handler may not have run at all) — so the
+    /// owning module can show it (e.g. mark an import `failed`). Must be idempotent; a
+    /// failure is logged, not retried. Does nothing by default.
+    async fn dead_lettered(&self, _job: &JobContext) {}
 }
 
 /// The typed side of a handler: receives its decoded [`Job`].
@@ -207,6 +213,9 @@ pub trait HandleJob<J: Job>: Send + Sync + 'static {
     /// # Errors
     /// As [`JobHandler::run`].
     async fn handle(&self, job: J, ctx: &JobContext) -> Result<JobDetail, JobError>;
+
+    /// As [`JobHandler::dead_lettered`]; `job` is `None` when the payload does not decode.
+    async fn dead_lettered(&self, _job: Option<J>, _ctx: &JobContext) {}
 }
 
 /// Adapts a [`HandleJob`] into a [`JobHandler`]; a payload that does not decode is poison.
@@ -237,5 +246,10 @@ impl<J: Job, H: HandleJob<J>> JobHandler for Typed<J, H> {
             JobError::poison(format!("payload of {} does not decode: {e}", J::TYPE))
         })?;
         self.handler.handle(job, ctx).await
+    }
+
+    async fn dead_lettered(&self, ctx: &JobContext) {
+        let job = serde_json::from_value(ctx.payload.clone()).ok();
+        self.handler.dead_lettered(job, ctx).await;
     }
 }

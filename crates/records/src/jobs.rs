@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use events::jobs::{FailureKind, HandleJob, JobDetail};
+use events::jobs::{HandleJob, JobDetail};
 use events::outbox::OutboxExt;
 use events::{
     Clock, Db, ImportCompleted, Job, JobContext, JobError, JobQueue, NewJob, Outbox, PublishError,
@@ -249,16 +249,15 @@ impl HandleJob<RunImport> for RunImportHandler {
         // Hand over to a continuation well inside the attempt's timeout, whatever the
         // queue's timeout is configured to.
         let budget = self.time_budget.min(ctx.timeout / 2);
-        match self.run(job.import_id, budget).await {
-            Ok(detail) => Ok(Some(detail)),
-            Err(error) => {
-                let last_attempt = ctx.attempt >= ctx.max_attempts;
-                let gives_up = error.kind != FailureKind::Retry || last_attempt;
-                if gives_up && let Err(e) = self.mark_failed(job.import_id).await {
-                    tracing::warn!(import_id = %job.import_id, error = %e, "could not mark import failed");
-                }
-                Err(error)
-            }
+        self.run(job.import_id, budget).await.map(Some)
+    }
+
+    /// However the job died (last attempt, timeout, a rescue after a crash), the import
+    /// shows `failed`, and a replay resumes it from its checkpoint.
+    async fn dead_lettered(&self, job: Option<RunImport>, _ctx: &JobContext) {
+        let Some(job) = job else { return };
+        if let Err(e) = self.mark_failed(job.import_id).await {
+            tracing::warn!(import_id = %job.import_id, error = %e, "could not mark import failed");
         }
     }
 }
@@ -304,6 +303,7 @@ pub(crate) mod tests {
     use crate::store::tests::test_db;
     use chrono::Utc;
     use events::TraceContext;
+    use events::jobs::FailureKind;
 
     pub(crate) use events::testing::{
         FixedClock, RecordingJobQueue as RecordingQueue, RecordingOutbox,
@@ -530,6 +530,10 @@ pub(crate) mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind, FailureKind::Retry);
+        // The runtime dead-letters it after this last attempt and tells the handler.
+        f.handler
+            .dead_lettered(Some(RunImport { import_id: id }), &ctx(3))
+            .await;
         let status = store::find_import(f.db.pool(), id)
             .await
             .unwrap()

@@ -197,6 +197,13 @@ async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_when_its_budget_is
     assert!(dead.last_error.unwrap().contains("stopped heartbeating"));
     assert_eq!(rt.alerts.about_job("job_dead", &id.to_string()).len(), 1);
     assert_eq!(rt.runs(id).await.len(), 1, "it is not run again");
+    let told = id.to_string();
+    tests::eventually(
+        Duration::from_secs(5),
+        "the handler to be told, though the rescue killed it",
+        || async { tests::testkit::told_dead(&told).then_some(()) },
+    )
+    .await;
     workers.shutdown().await;
 }
 

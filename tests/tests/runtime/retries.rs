@@ -70,6 +70,11 @@ async fn retries_follow_the_default_schedule_then_dead_letter_with_every_attempt
     assert_eq!(dead.attempts.last().unwrap().outcome, "dead");
     assert_eq!(dead.last_error.as_deref(), Some("boom 6"));
     assert_eq!(dead.max_attempts, 6);
+    let told = id.to_string();
+    tests::eventually(Duration::from_secs(5), "the handler to be told", || async {
+        tests::testkit::told_dead(&told).then_some(())
+    })
+    .await;
     assert!(dead.finished_at.is_some());
     assert_eq!(
         admin::dead_ids(&rt.db, Some("testkit")).await.unwrap(),

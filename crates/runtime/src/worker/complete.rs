@@ -53,6 +53,7 @@ pub async fn run(
         for outcome in &batch {
             if let Verdict::Dead { error, .. } = &outcome.result {
                 raise_dead(&shared, &outcome.job, error);
+                super::execute::notify_dead(&shared, &outcome.job).await;
             }
         }
         batch.clear();

@@ -159,25 +159,8 @@ async fn run(
             job.job_type
         ))
     })?;
-    let payload: serde_json::Value = serde_json::from_str(&job.payload)
-        .map_err(|e| JobError::poison(format!("stored payload is not JSON: {e}")))?;
-    let id = Uuid::parse_str(&job.id).map_err(|e| JobError::poison(format!("job id: {e}")))?;
-    let trace = TraceContext {
-        correlation_id: CorrelationId::parse(&job.correlation_id).unwrap_or_default(),
-        causation_id: Some(id),
-    };
-    let ctx = JobContext {
-        id,
-        job_type: job.job_type.clone(),
-        queue: job.queue.clone(),
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        timeout,
-        idempotency_key: job.idempotency_key.clone(),
-        trace: trace.clone(),
-        enqueued_at: millis(job.enqueued_at),
-        payload,
-    };
+    let ctx = context_of(job, timeout)?;
+    let trace = ctx.trace.clone();
     // Its own task, so a panic in the handler is caught as a JoinError, and a timeout can
     // abort it.
     let task = tokio::spawn(
@@ -199,6 +182,45 @@ async fn run(
             humanize(timeout)
         ))),
     }
+}
+
+/// What a handler is told about the job: decoded payload, trace context (the job is the
+/// cause of what it publishes), attempt and budget.
+///
+/// # Errors
+/// Poison when the stored payload is not JSON or the id is not a UUID.
+pub fn context_of(job: &ClaimedJob, timeout: std::time::Duration) -> Result<JobContext, JobError> {
+    let payload: serde_json::Value = serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::poison(format!("stored payload is not JSON: {e}")))?;
+    let id = Uuid::parse_str(&job.id).map_err(|e| JobError::poison(format!("job id: {e}")))?;
+    Ok(JobContext {
+        id,
+        job_type: job.job_type.clone(),
+        queue: job.queue.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        timeout,
+        idempotency_key: job.idempotency_key.clone(),
+        trace: TraceContext {
+            correlation_id: CorrelationId::parse(&job.correlation_id).unwrap_or_default(),
+            causation_id: Some(id),
+        },
+        enqueued_at: millis(job.enqueued_at),
+        payload,
+    })
+}
+
+/// Tells the job's handler it was dead-lettered (see [`events::JobHandler::dead_lettered`]).
+pub async fn notify_dead(shared: &Shared, job: &ClaimedJob) {
+    let Some(handler) = shared.registry.handler(&job.job_type) else {
+        return;
+    };
+    let timeout = shared.config.policy_for(&job.queue, &job.job_type).timeout;
+    let Ok(ctx) = context_of(job, timeout) else {
+        return;
+    };
+    let trace = ctx.trace.clone();
+    trace.scope(handler.dead_lettered(&ctx)).await;
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

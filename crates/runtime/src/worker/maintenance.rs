@@ -212,7 +212,8 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
     let silent_since = now_ms - millis(shared.config.dead_after);
     let rows = sqlx::query(
         "SELECT j.id, j.queue, j.job_type, j.attempt, j.max_attempts, j.locked_by, j.started_at, \
-         j.correlation_id FROM keel_jobs j \
+         j.correlation_id, j.causation_id, j.payload, j.idempotency_key, j.enqueued_at, j.run_at \
+         FROM keel_jobs j \
          WHERE j.state = 'running' AND NOT EXISTS (SELECT 1 FROM keel_workers w \
            WHERE w.id = j.locked_by AND w.stopped_at IS NULL AND w.heartbeat_at >= $1)",
     )
@@ -236,7 +237,8 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
     // ended a real one.
     let orphans = sqlx::query(
         "SELECT j.id, j.queue, j.job_type, j.attempt, j.max_attempts, j.locked_by, j.started_at, \
-         j.correlation_id FROM keel_jobs j WHERE j.state = 'running' AND j.started_at < $1",
+         j.correlation_id, j.causation_id, j.payload, j.idempotency_key, j.enqueued_at, j.run_at \
+         FROM keel_jobs j WHERE j.state = 'running' AND j.started_at < $1",
     )
     .bind(silent_since)
     .fetch_all(shared.db.pool())
@@ -305,6 +307,21 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
                 let queue: String = row.try_get("queue")?;
                 let job_type: String = row.try_get("job_type")?;
                 let correlation: String = row.try_get("correlation_id")?;
+                let job = super::claim::ClaimedJob {
+                    id: id.clone(),
+                    queue: queue.clone(),
+                    job_type: job_type.clone(),
+                    payload: row.try_get("payload")?,
+                    attempt: u32::try_from(attempt).unwrap_or(1),
+                    max_attempts: u32::try_from(max_attempts).unwrap_or(1),
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    correlation_id: correlation.clone(),
+                    causation_id: row.try_get("causation_id")?,
+                    enqueued_at: row.try_get("enqueued_at")?,
+                    run_at: row.try_get("run_at")?,
+                    started_at: started_at.unwrap_or(now_ms),
+                };
+                super::execute::notify_dead(shared, &job).await;
                 shared.alerts.raise(Alert {
                     kind: "job_dead",
                     subject: format!("{queue}/{job_type}"),
