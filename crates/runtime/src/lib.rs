@@ -166,8 +166,15 @@ impl Runtime {
             }
             None => self.config.queues.keys().cloned().collect(),
         };
+        // An in-memory SQLite database exists once per connection pool: share it then.
+        let control = if self.database_url.contains(":memory:") {
+            self.db.clone()
+        } else {
+            storage::connect(&self.database_url, 2).await?
+        };
         let shared = Arc::new(Shared {
             db: self.db.clone(),
+            control,
             clock: self.clock.clone(),
             config: self.config.clone(),
             registry: self.registry.clone(),

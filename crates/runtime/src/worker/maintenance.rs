@@ -39,7 +39,7 @@ pub async fn register(shared: &Shared, queues: &[String]) -> Result<(), sqlx::Er
     .bind(i64::from(std::process::id()))
     .bind(queues.join(","))
     .bind(now)
-    .execute(shared.db.pool())
+    .execute(shared.control.pool())
     .await?;
     Ok(())
 }
@@ -54,12 +54,12 @@ pub async fn deregister(shared: &Shared) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE keel_workers SET stopped_at = $1 WHERE id = $2")
         .bind(now)
         .bind(&shared.worker_id)
-        .execute(shared.db.pool())
+        .execute(shared.control.pool())
         .await?;
     sqlx::query("DELETE FROM keel_leases WHERE name = $1 AND holder = $2")
         .bind(LEASE)
         .bind(&shared.worker_id)
-        .execute(shared.db.pool())
+        .execute(shared.control.pool())
         .await?;
     Ok(())
 }
@@ -93,7 +93,7 @@ pub async fn once(shared: &Shared) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE keel_workers SET heartbeat_at = $1, stopped_at = NULL WHERE id = $2")
             .bind(now_ms)
             .bind(&shared.worker_id)
-            .execute(shared.db.pool())
+            .execute(shared.control.pool())
             .await?
             .rows_affected();
     if beat == 0 {
@@ -105,7 +105,7 @@ pub async fn once(shared: &Shared) -> Result<(), sqlx::Error> {
         .bind(hostname())
         .bind(i64::from(std::process::id()))
         .bind(now_ms)
-        .execute(shared.db.pool())
+        .execute(shared.control.pool())
         .await?;
     }
     if !take_lease(shared, now_ms).await? {
@@ -126,7 +126,7 @@ async fn retire_silent_workers(shared: &Shared, now_ms: i64) -> Result<(), sqlx:
         "SELECT id, host, pid, heartbeat_at FROM keel_workers          WHERE stopped_at IS NULL AND heartbeat_at < $1",
     )
     .bind(silent_since)
-    .fetch_all(shared.db.pool())
+    .fetch_all(shared.control.pool())
     .await?;
     for row in rows {
         let id: String = row.try_get("id")?;
@@ -138,7 +138,7 @@ async fn retire_silent_workers(shared: &Shared, now_ms: i64) -> Result<(), sqlx:
         )
         .bind(now_ms)
         .bind(&id)
-        .execute(shared.db.pool())
+        .execute(shared.control.pool())
         .await?
         .rows_affected();
         if retired == 1 {
@@ -163,7 +163,7 @@ async fn watch_queue_age(
 ) -> Result<(), sqlx::Error> {
     let queues: Vec<String> = shared.config.queues.keys().cloned().collect();
     let threshold = shared.config.stale_queue_after.as_secs_f64();
-    let stats = match crate::admin::queue_stats(&shared.db, &queues, now).await {
+    let stats = match crate::admin::queue_stats(&shared.control, &queues, now).await {
         Ok(s) => s,
         Err(crate::RuntimeError::Database(e)) => return Err(e),
         Err(e) => {
@@ -200,7 +200,7 @@ async fn take_lease(shared: &Shared, now_ms: i64) -> Result<bool, sqlx::Error> {
     .bind(&shared.worker_id)
     .bind(expires)
     .bind(now_ms)
-    .execute(shared.db.pool())
+    .execute(shared.control.pool())
     .await?
     .rows_affected();
     Ok(taken == 1)
@@ -218,7 +218,7 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
            WHERE w.id = j.locked_by AND w.stopped_at IS NULL AND w.heartbeat_at >= $1)",
     )
     .bind(silent_since)
-    .fetch_all(shared.db.pool())
+    .fetch_all(shared.control.pool())
     .await?;
     let mut lost: Vec<(sqlx::any::AnyRow, String)> = rows
         .into_iter()
@@ -241,7 +241,7 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
          FROM keel_jobs j WHERE j.state = 'running' AND j.started_at < $1",
     )
     .bind(silent_since)
-    .fetch_all(shared.db.pool())
+    .fetch_all(shared.control.pool())
     .await?;
     for row in orphans {
         let id: String = row.try_get("id")?;
@@ -271,7 +271,7 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
         let max_attempts: i32 = row.try_get("max_attempts")?;
         let started_at: Option<i64> = row.try_get("started_at")?;
         let dead = attempt >= max_attempts;
-        let mut tx = shared.db.begin().await?;
+        let mut tx = shared.control.begin().await?;
         let updated = sqlx::query(
             "UPDATE keel_jobs SET state = $1, run_at = $2, last_error = $3, locked_by = NULL, \
              finished_at = CASE WHEN $1 = 'dead' THEN $2 ELSE finished_at END \
@@ -342,7 +342,7 @@ async fn rescue(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
 /// forgets workers long stopped. Dead jobs stay until replayed or purged.
 async fn prune(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
     let before = now_ms - millis(shared.config.retention);
-    let pool = shared.db.pool();
+    let pool = shared.control.pool();
     // In bounded batches, each its own short transaction: a day of finished jobs never
     // holds SQLite's write lock (or a maintenance round) for long. What is left over goes
     // in the next round.
@@ -362,7 +362,7 @@ async fn prune(shared: &Shared, now_ms: i64) -> Result<(), sqlx::Error> {
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut tx = shared.db.begin().await?;
+        let mut tx = shared.control.begin().await?;
         for table_and_column in ["keel_job_attempts WHERE job_id", "keel_jobs WHERE id"] {
             let sql = format!("DELETE FROM {table_and_column} IN ({list})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

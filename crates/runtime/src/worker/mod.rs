@@ -38,6 +38,9 @@ const COALESCE_WINDOW: Duration = Duration::from_millis(2);
 pub struct Shared {
     /// The database.
     pub db: Db,
+    /// A small pool of its own for heartbeats, the lease and rescue, so busy job handlers
+    /// holding every connection of `db` never make a live worker look dead.
+    pub control: Db,
     /// Injected time.
     pub clock: Arc<dyn Clock>,
     /// Queues and timing.
