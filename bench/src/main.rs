@@ -4,16 +4,27 @@
 //! keel-bench queue --database-url URL --jobs N --concurrency C [--batch B]
 //!                  [--backlog M] [--backlog-kind other-queue|scheduled] [--callers K]
 //!                  [--latency-samples S] [--rounds R] [--no-single] [--json]
+//! keel-bench chain --database-url URL [--idle-samples S] [--rates 50,200] [--seconds T]
+//! keel-bench write --database-url URL [--clients 1,4] [--seconds T]
+//! keel-bench memory --database-url URL --backlog M [--jobs N] [--concurrency C]
 //! ```
+//!
+//! `chain`, `write` and `memory` print one JSON line.
 //!
 //! Benchmarks are not tests: nothing here asserts a timing.
 
+mod chain;
 mod db;
+mod flags;
+mod memory;
 mod queue;
+mod served;
 mod stats;
+mod write;
 
 use std::process::ExitCode;
 
+use events::Backend;
 use queue::{BacklogKind, Options};
 
 const USAGE: &str = "\
@@ -31,10 +42,35 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   --latency-samples S   idle claim-latency samples, commit → handler start (default 200; 0 skips)
   --rounds R            rounds, each on a fresh database; figures are medians (default 1)
   --no-single           skip the one-job-per-transaction enqueue
-  --json                print one JSON line instead of a table";
+  --json                print one JSON line instead of a table
+
+       keel-bench chain --database-url URL [--idle-samples 300] [--rates 50,200]
+                        [--seconds 10]
+  POST /records → signed webhook at a local receiver: latency at idle, then open-loop
+  offered loads (requests/s), each for --seconds
+
+       keel-bench write --database-url URL [--clients 1,4] [--seconds 10]
+  sustained POST /records per second from K clients; on PostgreSQL also pgbench (one-row
+  INSERT, same K) on the same server, and the ratio
+
+       keel-bench memory --database-url URL --backlog M [--jobs 20000] [--concurrency 32]
+  resident memory of this process while draining N jobs with M ready jobs queued";
+
+/// `sqlite` or `postgres`, as the JSON lines name them.
+pub fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((command @ ("chain" | "write" | "memory"), rest)) =
+        args.split_first().map(|(c, r)| (c.as_str(), r))
+    {
+        return run_json_scenario(command, rest);
+    }
     let (opts, json) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(message) => {
@@ -42,15 +78,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = tokio_runtime() else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(queue::run(&opts)) {
         Ok(summary) => {
@@ -68,12 +97,91 @@ fn main() -> ExitCode {
     }
 }
 
+fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("error: cannot start tokio: {e}"))
+        .ok()
+}
+
+/// Runs `chain`, `write` or `memory` and prints its JSON line.
+fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
+    let scenario = match flags::Flags::parse(rest) {
+        Ok(f) => Scenario::from_flags(command, &f),
+        Err(e) => Err(e),
+    };
+    let scenario = match scenario {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = tokio_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = rt.block_on(async {
+        match &scenario {
+            Scenario::Chain(o) => chain::run(o).await,
+            Scenario::Write(o) => write::run(o).await,
+            Scenario::Memory(o) => memory::run(o).await,
+        }
+    });
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One of the scenarios that answer a JSON line.
+enum Scenario {
+    Chain(chain::Options),
+    Write(write::Options),
+    Memory(memory::Options),
+}
+
+impl Scenario {
+    fn from_flags(command: &str, f: &flags::Flags) -> Result<Self, String> {
+        let database_url = f.text("--database-url")?;
+        let scenario = match command {
+            "chain" => Self::Chain(chain::Options {
+                database_url,
+                idle_samples: f.number("--idle-samples", 300)?,
+                rates: f.numbers("--rates", &[50, 200])?,
+                seconds: f.number("--seconds", 10)? as u64,
+            }),
+            "write" => Self::Write(write::Options {
+                database_url,
+                clients: f.numbers("--clients", &[1, 4])?,
+                seconds: f.number("--seconds", 10)? as u64,
+            }),
+            _ => Self::Memory(memory::Options {
+                database_url,
+                backlog: f.number("--backlog", 10_000)?,
+                jobs: f.number("--jobs", 20_000)?,
+                concurrency: f.number("--concurrency", 32)?,
+            }),
+        };
+        f.finish()?;
+        Ok(scenario)
+    }
+}
+
 fn parse(args: &[String]) -> Result<(Options, bool), String> {
     let Some((command, rest)) = args.split_first() else {
         return Err("no scenario given".to_owned());
     };
     if command != "queue" {
-        return Err(format!("unknown scenario `{command}` (known: queue)"));
+        return Err(format!(
+            "unknown scenario `{command}` (known: queue, chain, write, memory)"
+        ));
     }
     let mut opts = Options {
         database_url: String::new(),
