@@ -361,7 +361,7 @@ fn mask_emails_in(text: &str) -> String {
 mod tests {
     use std::sync::Mutex;
 
-    use chrono::{DateTime, Utc};
+    use chrono::DateTime;
     use events::jobs::FailureKind;
     use events::queries::RecordSummary;
     use events::{CorrelationId, TraceContext};
@@ -370,13 +370,9 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug)]
-    struct FixedClock;
-
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            DateTime::from_timestamp(1_764_150_000, 0).unwrap()
-        }
+    /// Every test here runs at one fixed instant.
+    fn fixed_clock() -> Arc<events::testing::FixedClock> {
+        events::testing::FixedClock::at_millis(1_764_150_000_000)
     }
 
     struct Directory {
@@ -421,7 +417,7 @@ mod tests {
         InvoiceEmailer::new(
             mailer,
             sender("Keel <no-reply@keel.localhost>").unwrap(),
-            Arc::new(FixedClock),
+            fixed_clock(),
             directory.clone(),
             directory,
         )
@@ -504,7 +500,7 @@ mod tests {
             to: "owner@example.com".parse().unwrap(),
             message_id: "<k.invoice@keel.localhost>".into(),
             correlation_id: "corr-1",
-            date: FixedClock.now().into(),
+            date: fixed_clock().now().into(),
         })
         .unwrap();
         let text = String::from_utf8(message.formatted()).unwrap();

@@ -268,19 +268,15 @@ mod tests {
     use super::*;
     use crate::store::tests::test_db;
 
-    #[derive(Debug)]
-    struct FixedClock;
-
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            DateTime::from_timestamp_millis(1_764_150_000_000).unwrap()
-        }
+    /// Every test here runs at one fixed instant.
+    fn fixed_clock() -> Arc<events::testing::FixedClock> {
+        events::testing::FixedClock::at_millis(1_764_150_000_000)
     }
 
     async fn app(allow_private_targets: bool) -> Router {
         routes(EndpointsState {
             db: test_db().await,
-            clock: Arc::new(FixedClock),
+            clock: fixed_clock(),
             allow_private_targets,
         })
     }

@@ -365,13 +365,9 @@ mod tests {
     use super::*;
     use crate::store::tests::{add_endpoint, test_db};
 
-    #[derive(Debug)]
-    struct FixedClock;
-
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            DateTime::from_timestamp(1_614_265_330, 0).unwrap()
-        }
+    /// Every test here runs at one fixed instant.
+    fn fixed_clock() -> Arc<events::testing::FixedClock> {
+        events::testing::FixedClock::at_millis(1_614_265_330_000)
     }
 
     struct Directory {
@@ -455,7 +451,7 @@ mod tests {
         Deliverer::new(
             client(&config(allow, timeout)).unwrap(),
             db.clone(),
-            Arc::new(FixedClock),
+            fixed_clock(),
             ports,
             allow,
             timeout,
@@ -775,7 +771,7 @@ mod tests {
         let db = test_db().await;
         let endpoint = add_endpoint(&db, "https://a.example/", &["*"], 1).await;
         let mut tx = db.begin().await.unwrap();
-        store::delete_endpoint(&mut tx, endpoint, FixedClock.now())
+        store::delete_endpoint(&mut tx, endpoint, fixed_clock().now())
             .await
             .unwrap();
         tx.commit().await.unwrap();

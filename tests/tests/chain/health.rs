@@ -37,26 +37,7 @@ async fn the_openapi_document_is_served_with_every_route(db: TestDb) {
             .starts_with("3.")
     );
     assert_eq!(doc["info"]["title"], "Keel");
-    for (method, path) in [
-        ("post", "/records"),
-        ("get", "/records"),
-        ("get", "/records/{id}"),
-        ("post", "/invoices"),
-        ("post", "/invoices/{id}/pay"),
-        ("post", "/webhook-endpoints"),
-        ("get", "/webhook-endpoints"),
-        ("delete", "/webhook-endpoints/{id}"),
-        ("post", "/imports"),
-        ("get", "/imports/{id}"),
-        ("get", "/admin/queues"),
-        ("get", "/admin/dead-letters"),
-        ("post", "/admin/dead-letters/{id}/replay"),
-        ("get", "/admin/traces/{correlation_id}"),
-        ("get", "/metrics"),
-        ("get", "/healthz"),
-        ("get", "/readyz"),
-        ("get", "/openapi.json"),
-    ] {
+    for (method, path) in app::http::openapi::INTERFACE_ROUTES {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
     app.shutdown().await;
