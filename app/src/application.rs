@@ -131,6 +131,7 @@ impl Application {
                 workers.shutdown().await;
             })
         });
+        let requests = runtime::request_log::RequestLog::start(self.wired.runtime.db().clone());
         let result = match self.listener.take() {
             Some(listener) => {
                 let routes = self
@@ -142,6 +143,7 @@ impl Application {
                 let state = EdgeState {
                     runtime: self.wired.runtime.clone(),
                     admin_token: self.settings.admin_token.clone(),
+                    requests: requests.clone(),
                 };
                 let router = http::router(routes, state, self.settings.max_body);
                 let mut on_stop = stopped.clone();
@@ -173,6 +175,7 @@ impl Application {
         if let Some(workers) = workers {
             let _ = workers.await;
         }
+        requests.close().await;
         self.wired.runtime.db().pool().close().await;
         result
     }

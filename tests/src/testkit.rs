@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use events::jobs::{HandleJob, JobDetail, typed};
 use events::outbox::OutboxExt;
 use events::{
-    Db, DbConn, Event, EventEnvelope, EventKey, Job, JobContext, JobError, JobQueue, Listener,
-    Migration, Module, Outbox,
+    Db, DbConn, Dispatch, Event, EventEnvelope, EventKey, Job, JobContext, JobError, JobQueue,
+    Listener, Migration, Module, NewJob, Outbox,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -229,6 +229,24 @@ impl Event for Ignored {
     const VERSION: u32 = 1;
 }
 
+/// An event fanned out by [`INLINE_LISTENER`], which runs in the publisher's transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fanned {
+    /// A label; the fanned-out job's plan key.
+    pub key: String,
+}
+
+impl Event for Fanned {
+    const NAME: &'static str = "testkit.fanned";
+    const VERSION: u32 = 1;
+}
+
+/// The flag that makes [`INLINE_LISTENER`] fail.
+pub const INLINE_DOWN: &str = "inline-listener-down";
+/// The [`Dispatch::Inline`] listener: records each `testkit.fanned` and enqueues one
+/// `testkit.run` job for it; fails while the flag [`INLINE_DOWN`] is set.
+pub const INLINE_LISTENER: &str = "testkit.on_fanned_fan_out";
+
 /// The listener that records every `testkit.happened` it handles.
 pub const RECORDING_LISTENER: &str = "testkit.on_happened_record";
 /// The listener that fails on events marked `flaky` and records the others.
@@ -253,7 +271,7 @@ impl Kit {
         Module {
             name: "testkit",
             migrations: vec![MIGRATION],
-            publishes: vec![Happened::key(), Ignored::key()],
+            publishes: vec![Happened::key(), Ignored::key(), Fanned::key()],
             listeners: vec![
                 Arc::new(Recorder {
                     name: RECORDING_LISTENER,
@@ -263,6 +281,7 @@ impl Kit {
                     name: FLAKY_LISTENER,
                     fail_on_flaky: true,
                 }),
+                Arc::new(FanOut { kit: self.clone() }),
             ],
             jobs: vec![
                 typed::<Run, _>(Runner { kit: self.clone() }),
@@ -561,6 +580,59 @@ fn listener_counts() -> std::sync::MutexGuard<'static, HashMap<(String, String),
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The inline listener ([`INLINE_LISTENER`]).
+#[derive(Debug)]
+struct FanOut {
+    kit: Arc<Kit>,
+}
+
+#[async_trait]
+impl Listener for FanOut {
+    fn name(&self) -> &'static str {
+        INLINE_LISTENER
+    }
+
+    fn consumes(&self) -> Vec<EventKey> {
+        vec![Fanned::key()]
+    }
+
+    fn dispatch(&self) -> Dispatch {
+        Dispatch::Inline
+    }
+
+    async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {
+        *listener_counts()
+            .entry((INLINE_LISTENER.to_owned(), event.id.to_string()))
+            .or_default() += 1;
+        let fanned: Fanned = event
+            .decode()
+            .map_err(|e| JobError::poison(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO testkit_seen (listener, event_id, key, correlation_id, causation_id) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(INLINE_LISTENER)
+        .bind(event.id.to_string())
+        .bind(&fanned.key)
+        .bind(event.correlation_id.as_str())
+        .bind(event.causation_id.map(|c| c.to_string()))
+        .execute(&mut *tx)
+        .await?;
+        let job =
+            NewJob::of(&Run(Plan::new(fanned.key))).map_err(|e| JobError::poison(e.to_string()))?;
+        self.kit.jobs.enqueue(&mut *tx, job).await?;
+        // Fails after its writes, so a test sees them rolled back to the savepoint.
+        let down: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM testkit_flags WHERE name = $1")
+            .bind(INLINE_DOWN)
+            .fetch_one(&mut *tx)
+            .await?;
+        if down > 0 {
+            return Err(JobError::retry("the inline listener is down"));
+        }
+        Ok(())
+    }
 }
 
 /// Records each `testkit.happened` in `testkit_seen`, inside the delivery's transaction;

@@ -253,7 +253,6 @@ async fn an_operator_replays_a_dead_webhook_group_from_the_dashboard_and_reads_i
     for expected in [
         "POST /records",
         "record.created",
-        "listener:notifications.on_",
         DELIVER,
         "completed",
     ] {

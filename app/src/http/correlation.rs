@@ -11,15 +11,16 @@ use axum::middleware::Next;
 use axum::response::Response;
 use events::TraceContext;
 use events::context::CorrelationId;
-use runtime::Runtime;
 use tracing::Instrument;
 use uuid::Uuid;
+
+use super::EdgeState;
 
 /// The header that carries the correlation id, in and out.
 pub const HEADER: &str = "x-correlation-id";
 
 /// The middleware.
-pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next) -> Response {
+pub async fn layer(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
     let correlation_id = from_headers(request.headers());
     let request_id = Uuid::now_v7();
     let method = request.method().clone();
@@ -37,7 +38,7 @@ pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next)
         causation_id: Some(request_id),
     };
     let started = Instant::now();
-    let started_at = runtime.clock().now();
+    let started_at = edge.runtime.clock().now();
     let mut response = trace
         .scope(next.run(request))
         .instrument(span.clone())
@@ -58,11 +59,7 @@ pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next)
             started_at,
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
         };
-        if let Err(e) = runtime::trace::record_request(runtime.db(), &record).await {
-            span.in_scope(
-                || tracing::warn!(error = %e, "could not record the request for tracing"),
-            );
-        }
+        edge.requests.record(record);
     }
     span.in_scope(|| {
         tracing::info!(

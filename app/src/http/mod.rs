@@ -25,6 +25,8 @@ pub struct EdgeState {
     pub runtime: Runtime,
     /// Admin bearer token; `None` disables admin routes.
     pub admin_token: Option<String>,
+    /// Where mutating requests are recorded for `keel trace`, off the request's path.
+    pub requests: runtime::request_log::RequestLog,
 }
 
 /// Builds the whole router from the modules' routes.
@@ -50,7 +52,7 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
             idempotency::layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.runtime,
+            state,
             correlation::layer,
         ))
 }

@@ -40,7 +40,7 @@ pub use context::{CorrelationId, TraceContext};
 pub use db::{Backend, Db, DbConn};
 pub use envelope::{Event, EventEnvelope, EventKey};
 pub use jobs::{Job, JobContext, JobError, JobHandler, JobQueue, NewJob};
-pub use listeners::{Listener, ListenerError};
+pub use listeners::{Dispatch, Listener, ListenerError};
 pub use migration::Migration;
 pub use module::Module;
 pub use outbox::{Outbox, PublishError};

@@ -4,6 +4,13 @@
 //! queue) with its own retries, so one failing listener never blocks or repeats another. The
 //! handler runs inside a transaction that also records the delivery as processed, so what it
 //! writes (typically: jobs it enqueues) happens exactly once.
+//!
+//! A listener whose whole work is a few writes of its own module's rows — typically a fan-out
+//! that enqueues one job per subscriber — may ask to run [`Dispatch::Inline`]: inside the
+//! publisher's transaction, under a savepoint. That saves a queue hop (a claim, a load of the
+//! event and a completion per event and listener) without coupling the publisher to it: when
+//! the inline run fails, the savepoint is rolled back and the delivery falls back to a queued
+//! job with the usual retries and dead letters.
 
 use async_trait::async_trait;
 
@@ -25,6 +32,24 @@ pub trait Listener: Send + Sync {
     /// # Errors
     /// A [`JobError`]: retried on the `events` queue's schedule, or dead-lettered.
     async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError>;
+
+    /// Where its deliveries run; [`Dispatch::Queued`] unless the listener says otherwise.
+    fn dispatch(&self) -> Dispatch {
+        Dispatch::Queued
+    }
+}
+
+/// Where a listener's deliveries of an event run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// As its own job on the `events` queue, with its own attempts, retries and dead letters.
+    #[default]
+    Queued,
+    /// Inside the publisher's transaction, under a savepoint, for listeners that only write
+    /// their module's own rows or enqueue jobs — never a call outside the database, and
+    /// nothing slow. A failure rolls back to the savepoint and falls back to [`Dispatch::Queued`],
+    /// so the publisher never fails because of the listener.
+    Inline,
 }
 
 /// Why a listener could not be registered or run.

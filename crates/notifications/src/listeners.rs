@@ -1,15 +1,17 @@
 //! How the module reacts to events: by enqueuing deliveries, never by sending from here.
 //!
-//! Each listener runs in the transaction that completes its event delivery, so the jobs it
-//! enqueues exist exactly when the event counts as handled; unique keys make a re-run
-//! enqueue nothing twice.
+//! Both listeners are [`Dispatch::Inline`]: their whole work is a read of the module's own
+//! endpoints and an insert per job, so they run in the publisher's transaction and the jobs
+//! exist exactly when the event does — one queue hop fewer between a request and its webhook.
+//! When one fails there, the runtime queues its delivery instead (same transaction as the
+//! event), which runs it again with retries; unique keys make a re-run enqueue nothing twice.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{
-    DbConn, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued, InvoicePaid, JobError,
-    JobQueue, Listener, NewJob, RecordCreated,
+    DbConn, Dispatch, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued, InvoicePaid,
+    JobError, JobQueue, Listener, NewJob, RecordCreated,
 };
 
 use crate::jobs::{DeliverWebhook, SendInvoiceEmail, Subject};
@@ -40,6 +42,10 @@ impl Listener for DeliverWebhooks {
             InvoicePaid::key(),
             ImportCompleted::key(),
         ]
+    }
+
+    fn dispatch(&self) -> Dispatch {
+        Dispatch::Inline
     }
 
     async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {
@@ -92,6 +98,10 @@ impl Listener for EmailInvoiceOwner {
 
     fn consumes(&self) -> Vec<EventKey> {
         vec![InvoiceIssued::key(), InvoicePaid::key()]
+    }
+
+    fn dispatch(&self) -> Dispatch {
+        Dispatch::Inline
     }
 
     async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {

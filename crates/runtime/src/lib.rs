@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod policy;
 pub mod queue;
 pub mod registry;
+pub mod request_log;
 pub mod schema;
 pub mod storage;
 pub mod trace;

@@ -1,5 +1,9 @@
 //! The transactional outbox: the event row and one delivery per subscribed listener, written
 //! on the caller's connection so they commit (or roll back) with the domain's rows.
+//!
+//! A delivery is a job on the `events` queue, except for listeners that ask for
+//! [`Dispatch::Inline`]: those run right here, on the caller's connection under a savepoint,
+//! and fall back to a queued job when they fail.
 
 use std::sync::Arc;
 
@@ -7,7 +11,8 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use events::context::CorrelationId;
 use events::{
-    Clock, Db, DbConn, EventEnvelope, EventKey, NewJob, Outbox, PublishError, TraceContext,
+    Clock, Db, DbConn, Dispatch, EventEnvelope, EventKey, Listener, NewJob, Outbox, PublishError,
+    TraceContext,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -71,9 +76,14 @@ impl Outbox for SqlOutbox {
             causation_id: Some(envelope.id),
         };
         for listener in self.registry.subscribers(&envelope.name) {
+            if listener.dispatch() == Dispatch::Inline
+                && run_inline(conn, listener.as_ref(), &envelope, &delivery_trace).await?
+            {
+                continue;
+            }
             let job = NewJob {
                 queue: EVENTS_QUEUE.to_owned(),
-                job_type: listener_job_type(listener),
+                job_type: listener_job_type(listener.name()),
                 payload: json!({ "event_id": envelope.id }),
                 unique_key: Some(envelope.id.to_string()),
                 priority: 0,
@@ -84,6 +94,62 @@ impl Outbox for SqlOutbox {
         }
         tracing::debug!(event = %envelope.name, event_id = %envelope.id, "event published");
         Ok(envelope)
+    }
+}
+
+/// Runs an inline listener on the publisher's connection under a savepoint, with the event
+/// as the cause of what it enqueues. `Ok(false)` when it did not run to the end: its writes
+/// are rolled back and the caller queues the delivery instead.
+///
+/// # Errors
+/// Only when the savepoint cannot be released or rolled back: the transaction is then unusable.
+async fn run_inline(
+    conn: &mut DbConn,
+    listener: &dyn Listener,
+    envelope: &EventEnvelope,
+    trace: &TraceContext,
+) -> Result<bool, PublishError> {
+    let upcast = match events::catalog::registry().for_listener(envelope, &listener.consumes()) {
+        Ok(upcast) => upcast,
+        Err(e) => {
+            tracing::warn!(listener = listener.name(), error = %e, "inline listener cannot take this event; queued instead");
+            return Ok(false);
+        }
+    };
+    // Outside a transaction (PostgreSQL refuses a savepoint there) the listener is queued.
+    if sqlx::query("SAVEPOINT keel_inline_listener")
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        return Ok(false);
+    }
+    let outcome = trace
+        .clone()
+        .scope(listener.handle(&mut *conn, upcast.as_ref()))
+        .await;
+    match outcome {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT keel_inline_listener")
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                listener = listener.name(),
+                event_id = %envelope.id,
+                error = %e,
+                "inline listener failed; its delivery is queued instead"
+            );
+            for statement in [
+                "ROLLBACK TO SAVEPOINT keel_inline_listener",
+                "RELEASE SAVEPOINT keel_inline_listener",
+            ] {
+                sqlx::query(statement).execute(&mut *conn).await?;
+            }
+            Ok(false)
+        }
     }
 }
 

@@ -33,8 +33,8 @@ pub struct Registry {
 #[derive(Default)]
 struct Inner {
     handlers: HashMap<String, Arc<dyn JobHandler>>,
-    /// Event name → names of the listeners that consume it.
-    subscribers: HashMap<String, Vec<&'static str>>,
+    /// Event name → the listeners that consume it.
+    subscribers: HashMap<String, Vec<Arc<dyn Listener>>>,
 }
 
 impl fmt::Debug for Registry {
@@ -108,7 +108,7 @@ impl Registry {
                         .subscribers
                         .entry(name.to_owned())
                         .or_default()
-                        .push(listener.name());
+                        .push(listener.clone());
                 }
             }
         }
@@ -129,7 +129,7 @@ impl Registry {
     }
 
     /// The listeners subscribed to an event name.
-    pub fn subscribers(&self, event_name: &str) -> Vec<&'static str> {
+    pub fn subscribers(&self, event_name: &str) -> Vec<Arc<dyn Listener>> {
         self.read()
             .subscribers
             .get(event_name)

@@ -35,24 +35,46 @@ pub struct RequestRecord {
     pub duration_ms: i64,
 }
 
-/// Records an inbound request.
+/// Records inbound requests, all in one statement (see [`crate::request_log`]).
 ///
 /// # Errors
 /// Fails when the database does.
-pub async fn record_request(db: &Db, r: &RequestRecord) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn record_requests(db: &Db, records: &[RequestRecord]) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..records.len())
+        .map(|i| {
+            let p = i * 7;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            )
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO keel_requests (id, correlation_id, method, path, status, started_at, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(r.id.to_string())
-    .bind(&r.correlation_id)
-    .bind(&r.method)
-    .bind(&r.path)
-    .bind(i32::from(r.status))
-    .bind(r.started_at.timestamp_millis())
-    .bind(r.duration_ms)
-    .execute(db.pool())
-    .await?;
+         VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in records {
+        query = query
+            .bind(r.id.to_string())
+            .bind(r.correlation_id.clone())
+            .bind(r.method.clone())
+            .bind(r.path.clone())
+            .bind(i32::from(r.status))
+            .bind(r.started_at.timestamp_millis())
+            .bind(r.duration_ms);
+    }
+    query.execute(db.pool()).await?;
     Ok(())
 }
 

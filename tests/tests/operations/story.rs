@@ -182,7 +182,6 @@ async fn a_broken_receiver_is_seen_alerted_replayed_and_traced(db: TestDb) {
     for expected in [
         "request POST /records → 201",
         "event record.created v1",
-        "listener:notifications.on_event_deliver_webhooks",
         "notifications.deliver_webhook on webhooks [completed]",
         "status 500",
         "status 200",

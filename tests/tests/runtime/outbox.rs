@@ -8,7 +8,8 @@ use events::NewJob;
 use events::outbox::OutboxExt;
 use tests::harness::WAIT;
 use tests::testkit::{
-    FLAKY_LISTENER, Happened, Ignored, Plan, RECORDING_LISTENER, Run, listener_runs,
+    FLAKY_LISTENER, Fanned, Happened, INLINE_DOWN, INLINE_LISTENER, Ignored, Plan,
+    RECORDING_LISTENER, Run, listener_runs,
 };
 use tests::{TestDb, TestRuntime, both_backends, eventually};
 
@@ -32,6 +33,8 @@ both_backends!(
     a_rolled_back_transaction_publishes_nothing,
     an_event_committed_before_a_crash_is_still_delivered_after_restart,
     each_listener_gets_its_own_delivery_so_a_failing_one_never_blocks_or_repeats_another,
+    an_inline_listener_writes_in_the_publishers_transaction_and_names_the_event_as_cause,
+    a_failing_inline_listener_is_rolled_back_and_its_delivery_queued_instead,
 );
 
 async fn publishing_in_a_committed_transaction_stores_the_event_and_one_delivery_per_listener(
@@ -177,5 +180,87 @@ async fn each_listener_gets_its_own_delivery_so_a_failing_one_never_blocks_or_re
         .await,
         1
     );
+    workers.shutdown().await;
+}
+
+/// (job type, state, causation id) of every job the chain `correlation` holds, sorted.
+async fn jobs_of_chain(rt: &TestRuntime, correlation: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT job_type, state, causation_id FROM keel_jobs WHERE correlation_id = $1 \
+         ORDER BY job_type",
+    )
+    .bind(correlation)
+    .fetch_all(rt.db.pool())
+    .await
+    .unwrap()
+}
+
+async fn an_inline_listener_writes_in_the_publishers_transaction_and_names_the_event_as_cause(
+    db: TestDb,
+) {
+    let rt = TestRuntime::new(&db).await;
+    let event = rt.publish(&Fanned { key: "in".into() }).await;
+    let id = event.id.to_string();
+    // Committed with the event: the listener's row and the job it enqueued — and no
+    // listener delivery job, since the listener already ran.
+    assert_eq!(seen(&rt, &id).await, 1);
+    assert_eq!(listener_runs(INLINE_LISTENER, &id), 1);
+    let jobs = jobs_of_chain(&rt, event.correlation_id.as_str()).await;
+    assert_eq!(
+        jobs,
+        vec![("testkit.run".to_owned(), "available".to_owned(), id.clone())],
+        "the fanned-out job names the event as its cause"
+    );
+
+    // Rolled back with the publisher: nothing of the listener's remains.
+    let mut tx = rt.db.begin().await.unwrap();
+    let gone = rt
+        .runtime
+        .outbox()
+        .publish(&mut tx, &Fanned { key: "gone".into() })
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(listener_runs(INLINE_LISTENER, &gone.id.to_string()), 1);
+    assert_eq!(seen(&rt, &gone.id.to_string()).await, 0);
+    assert!(
+        jobs_of_chain(&rt, gone.correlation_id.as_str())
+            .await
+            .is_empty()
+    );
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_jobs", &[]).await, 1);
+}
+
+async fn a_failing_inline_listener_is_rolled_back_and_its_delivery_queued_instead(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    rt.kit.set_flag(INLINE_DOWN).await;
+    // The publisher's transaction goes on and commits despite the listener's failure.
+    let event = rt.publish(&Fanned { key: "down".into() }).await;
+    let id = event.id.to_string();
+    assert_eq!(listener_runs(INLINE_LISTENER, &id), 1);
+    assert_eq!(seen(&rt, &id).await, 0, "its writes were rolled back");
+    assert_eq!(
+        jobs_of_chain(&rt, event.correlation_id.as_str()).await,
+        vec![(
+            format!("listener:{INLINE_LISTENER}"),
+            "available".to_owned(),
+            id.clone()
+        )],
+        "only a queued delivery, committed with the event"
+    );
+
+    // The queued delivery runs it again once it is back, exactly once in effect.
+    rt.kit.clear_flag(INLINE_DOWN).await;
+    let workers = rt.start_workers().await;
+    eventually(WAIT, "the queued delivery to run the listener", || async {
+        (seen(&rt, &id).await == 1).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the delivery and its job to complete", || async {
+        let jobs = jobs_of_chain(&rt, event.correlation_id.as_str()).await;
+        (jobs.len() == 2 && jobs.iter().all(|(_, state, _)| state == "completed")).then_some(jobs)
+    })
+    .await;
+    assert_eq!(listener_runs(INLINE_LISTENER, &id), 2);
     workers.shutdown().await;
 }
