@@ -151,7 +151,6 @@ async fn queue_loop(
     let in_flight: Arc<Mutex<HashMap<String, ClaimedJob>>> = Arc::default();
     let mut running: JoinSet<()> = JoinSet::new();
     let mut failures: u32 = 0;
-    let mut last_claim_full = false;
     let mut last_stage = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
@@ -183,18 +182,11 @@ async fn queue_loop(
         }
         let now = shared.clock.now();
         let limit = free.min(CLAIM_BATCH);
-        // Stage when the queue may have run dry, and at least once a poll interval, so
-        // retries coming due are not starved by a long backlog.
-        if !last_claim_full || last_stage.elapsed() >= shared.config.poll_interval {
-            last_stage = tokio::time::Instant::now();
-            if let Err(e) = claim::stage(&shared.db, &queue, now).await {
-                tracing::warn!(%queue, error = %e, "staging due jobs failed");
-            }
-        }
         match claim::claim(&shared.db, &queue, &shared.worker_id, now, limit).await {
-            Ok(jobs) if !jobs.is_empty() => {
+            Ok(jobs) => {
                 failures = 0;
-                last_claim_full = jobs.len() == limit;
+                let claim_full = jobs.len() == limit;
+                let claimed_any = !jobs.is_empty();
                 for job in jobs {
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         // Cannot happen (we claimed at most `free`); hand it back rather than lose it.
@@ -222,10 +214,20 @@ async fn queue_loop(
                         drop(permit);
                     });
                 }
-            }
-            Ok(_) => {
-                failures = 0;
-                last_claim_full = false;
+                // Stage when the queue may have run dry, and at least once a poll interval,
+                // so retries coming due are not starved by a long backlog. After the claim,
+                // with its jobs already started: a fresh job never waits for this round trip.
+                let mut staged = 0;
+                if !claim_full || last_stage.elapsed() >= shared.config.poll_interval {
+                    last_stage = tokio::time::Instant::now();
+                    match claim::stage(&shared.db, &queue, now).await {
+                        Ok(n) => staged = n,
+                        Err(e) => tracing::warn!(%queue, error = %e, "staging due jobs failed"),
+                    }
+                }
+                if claimed_any || staged > 0 {
+                    continue;
+                }
                 tokio::select! {
                     () = wake.notified() => {}
                     () = tokio::time::sleep(shared.config.poll_interval) => {}
