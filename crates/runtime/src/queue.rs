@@ -62,7 +62,7 @@ impl SqlJobQueue {
             "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
              max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (job_type, unique_key) DO NOTHING",
+             ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
         )
         .bind(id.to_string())
         .bind(&job.queue)

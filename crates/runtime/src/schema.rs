@@ -134,7 +134,25 @@ CREATE TABLE keel_idempotency (
         "runtime: index jobs by cause (event pruning, traces)",
         "CREATE INDEX keel_jobs_causation ON keel_jobs (causation_id);",
     ),
+    Migration::portable(
+        2026112605,
+        "runtime: index only finished jobs by finish time, and only unique jobs by key",
+        PARTIAL_INDEXES,
+    ),
 ];
+
+/// Every claim and every completion writes a new version of the job row, and on PostgreSQL
+/// each new version is added to every index whose predicate it matches. Indexing only the
+/// rows a query can want — finished jobs for pruning, throughput and dead letters; jobs that
+/// carry a unique key for deduplication — spares most jobs two index writes per state change.
+const PARTIAL_INDEXES: &str = r#"
+DROP INDEX keel_jobs_finished;
+CREATE INDEX keel_jobs_finished ON keel_jobs (state, finished_at)
+    WHERE state IN ('completed', 'cancelled', 'dead');
+DROP INDEX keel_jobs_unique;
+CREATE UNIQUE INDEX keel_jobs_unique ON keel_jobs (job_type, unique_key)
+    WHERE unique_key IS NOT NULL;
+"#;
 
 /// Every INSERT into `keel_jobs` notifies `keel_jobs` once per queue it touched, from inside
 /// the statement: no extra round trip per enqueue, and delivered at commit like any NOTIFY.
