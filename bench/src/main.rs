@@ -7,9 +7,12 @@
 //! keel-bench chain --database-url URL [--idle-samples S] [--rates 50,200] [--seconds T]
 //! keel-bench write --database-url URL [--clients 1,4] [--seconds T]
 //! keel-bench memory --database-url URL --backlog M [--jobs N] [--concurrency C]
+//! keel-bench peers --database-url postgres://… [--jobs N] [--concurrency C] [--rounds R]
+//!                  [--only graphile-worker,apalis]
 //! ```
 //!
-//! `chain`, `write` and `memory` print one JSON line.
+//! `chain`, `write` and `memory` print one JSON line; `peers` one per peer mode, then the
+//! Keel ÷ peer ratios (see `peers.rs` and `bench/peers/README.md`).
 //!
 //! Benchmarks are not tests: nothing here asserts a timing.
 
@@ -17,6 +20,7 @@ mod chain;
 mod db;
 mod flags;
 mod memory;
+mod peers;
 mod queue;
 mod served;
 mod stats;
@@ -54,7 +58,12 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   INSERT, same K) on the same server, and the ratio
 
        keel-bench memory --database-url URL --backlog M [--jobs 20000] [--concurrency 32]
-  resident memory of this process while draining N jobs with M ready jobs queued";
+  resident memory of this process while draining N jobs with M ready jobs queued
+
+       keel-bench peers --database-url postgres://… [--jobs 20000] [--concurrency 10]
+                        [--rounds 1] [--only graphile-worker,apalis]
+  graphile-worker and apalis-postgres (bench/peers/) beside Keel's queue scenario, same
+  N, concurrency and server, with Keel ÷ peer ratios (keel-bench peers --help)";
 
 /// `sqlite` or `postgres`, as the JSON lines name them.
 pub fn backend_name(backend: Backend) -> &'static str {
@@ -66,6 +75,9 @@ pub fn backend_name(backend: Backend) -> &'static str {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+        return peers::main(rest);
+    }
     if let Some((command @ ("chain" | "write" | "memory"), rest)) =
         args.split_first().map(|(c, r)| (c.as_str(), r))
     {

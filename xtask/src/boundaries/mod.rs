@@ -309,8 +309,9 @@ fn check_manifest(
     }
 }
 
-/// The files of a crate: everything under its folder except `target/`, hidden folders and
-/// nested packages (any folder with its own `Cargo.toml`, such as test fixtures).
+/// The files of a crate: everything under its folder except `target/`, `node_modules/`,
+/// hidden folders and nested packages (any folder with its own `Cargo.toml`, such as test
+/// fixtures or the benchmark peers).
 fn crate_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -326,7 +327,11 @@ fn crate_files(dir: &Path) -> Vec<PathBuf> {
                 continue;
             };
             if kind.is_dir() {
-                if name.starts_with('.') || name == "target" || path.join("Cargo.toml").exists() {
+                if name.starts_with('.')
+                    || name == "target"
+                    || name == "node_modules"
+                    || path.join("Cargo.toml").exists()
+                {
                     continue;
                 }
                 stack.push(path);
