@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::db::Fresh;
 use crate::served::{Api, Receiver, ServedApp};
-use crate::stats::percentile_ms;
+use crate::stats::{percentile_ms, percentile_table};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -193,6 +193,7 @@ async fn summarize(
         "max_ms": p(1.0),
         "answer_p50_ms": percentile_ms(&answers, 0.5).map(round),
         "answer_p99_ms": percentile_ms(&answers, 0.99).map(round),
+        "percentiles_ms": percentile_table(&latencies),
     })
 }
 

@@ -14,16 +14,28 @@
 //! `chain`, `write` and `memory` print one JSON line; `peers` one per peer mode, then the
 //! Keel ÷ peer ratios (see `peers.rs` and `bench/peers/README.md`).
 //!
+//! `keel-bench suite [--quick] [--jobs N] [--out FILE] …` runs every scenario, each as a child
+//! process, appending their lines to a results file; `keel-bench report [--write]` prints its
+//! tables and, with `--write`, draws `bench/charts/*.svg` and rewrites the generated part of
+//! BENCHMARKS.md (see `suite.rs` and `report.rs`).
+//!
 //! Benchmarks are not tests: nothing here asserts a timing.
 
 mod chain;
+mod charts;
 mod db;
 mod flags;
+mod machine;
 mod memory;
 mod peers;
 mod queue;
+mod report;
+mod results;
 mod served;
 mod stats;
+mod suite;
+mod tables;
+mod targets;
 mod write;
 
 use std::process::ExitCode;
@@ -63,7 +75,10 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
        keel-bench peers --database-url postgres://… [--jobs 20000] [--concurrency 10]
                         [--rounds 1] [--only graphile-worker,apalis]
   graphile-worker and apalis-postgres (bench/peers/) beside Keel's queue scenario, same
-  N, concurrency and server, with Keel ÷ peer ratios (keel-bench peers --help)";
+  N, concurrency and server, with Keel ÷ peer ratios (keel-bench peers --help)
+
+       keel-bench suite …    every scenario in one run (keel-bench suite --help)
+       keel-bench report …   tables, charts and BENCHMARKS.md (keel-bench report --help)";
 
 /// `sqlite` or `postgres`, as the JSON lines name them.
 pub fn backend_name(backend: Backend) -> &'static str {
@@ -75,6 +90,11 @@ pub fn backend_name(backend: Backend) -> &'static str {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((command, rest)) if command == "suite" => return suite::main(rest),
+        Some((command, rest)) if command == "report" => return report::main(rest),
+        _ => {}
+    }
     if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
         return peers::main(rest);
     }

@@ -389,6 +389,7 @@ fn summarize(opts: &Options, backend: Backend, rounds: &[Round]) -> serde_json::
     let round1 = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
     let round3 = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
     json!({
+        "scenario": "queue",
         "enqueue_jobs_per_s": round1(med(&|r| r.enqueue_single)),
         "enqueue_batched_jobs_per_s": round1(med(&|r| Some(r.enqueue_batched))),
         "drain_jobs_per_s": round1(med(&|r| Some(r.drain))),

@@ -29,6 +29,32 @@ pub fn percentile_ms(samples: &[Duration], p: f64) -> Option<f64> {
     Some(v[rank - 1].as_secs_f64() * 1000.0)
 }
 
+/// The percentiles (in %) of [`percentile_table`]: the whole distribution at 5 % steps, and
+/// its tails.
+pub const TABLE_PERCENTILES: [f64; 24] = [
+    0.0, 1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0, 70.0,
+    75.0, 80.0, 85.0, 90.0, 95.0, 99.0, 99.9, 100.0,
+];
+
+/// `[[q, ms], …]` for every q of [`TABLE_PERCENTILES`] (ms rounded to 0.01; empty when there
+/// are no samples), compact enough for a JSON line and enough to chart the distribution.
+pub fn percentile_table(samples: &[Duration]) -> Vec<[f64; 2]> {
+    let mut v: Vec<Duration> = samples.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return Vec::new();
+    }
+    TABLE_PERCENTILES
+        .iter()
+        .map(|&q| {
+            // Nearest rank; the epsilon keeps 99.9 % of 1 000 at rank 999, not 1 000.
+            let rank = ((q / 100.0 * v.len() as f64 - 1e-9).ceil() as usize).clamp(1, v.len());
+            let ms = v[rank - 1].as_secs_f64() * 1000.0;
+            [q, (ms * 100.0).round() / 100.0]
+        })
+        .collect()
+}
+
 /// Linux reports CPU time in clock ticks; 100 per second on every mainstream kernel.
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -100,6 +126,22 @@ mod tests {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         assert_eq!(percentile_ms(&samples, 0.5), Some(50.0));
         assert_eq!(percentile_ms(&samples, 0.99), Some(99.0));
+    }
+
+    #[test]
+    fn percentile_table_covers_the_distribution_and_its_tails() {
+        assert!(percentile_table(&[]).is_empty());
+        let samples: Vec<Duration> = (1..=1000).rev().map(Duration::from_millis).collect();
+        let table = percentile_table(&samples);
+        assert_eq!(table.len(), TABLE_PERCENTILES.len());
+        let at = |q: f64| table.iter().find(|[p, _]| *p == q).map(|[_, ms]| *ms);
+        assert_eq!(at(0.0), Some(1.0));
+        assert_eq!(at(50.0), Some(500.0));
+        assert_eq!(at(99.9), Some(999.0));
+        assert_eq!(at(100.0), Some(1000.0));
+        assert!(table.windows(2).all(|w| w[0][1] <= w[1][1]));
+        // Agrees with the single-percentile function.
+        assert_eq!(at(90.0), percentile_ms(&samples, 0.9));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `cargo xtask bench …`: runs the `keel-bench` harness (the `bench` crate) in release mode,
 //! passing every argument through, e.g.
-//! `cargo xtask bench queue --database-url sqlite: --jobs 20000 --concurrency 8 --json`.
+//! `cargo xtask bench queue --database-url sqlite: --jobs 20000 --concurrency 8 --json`;
+//! `cargo xtask bench suite` runs every scenario into `bench/results/latest.jsonl`, and
+//! `cargo xtask bench report --write` turns that file into BENCHMARKS.md's generated part and
+//! the charts in `bench/charts/`.
 //!
 //! Benchmarks are not tests: they print figures and never fail on a timing.
 
