@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod alerts;
+mod claim_ahead;
 mod dead_letters;
 mod migrations;
 mod outbox;

@@ -42,7 +42,7 @@ pub struct ClaimedJob {
 }
 
 const RETURNING: &str = "RETURNING id, queue, job_type, payload, attempt, max_attempts, \
-     idempotency_key, correlation_id, causation_id, enqueued_at, run_at";
+     idempotency_key, correlation_id, causation_id, enqueued_at, run_at, priority";
 
 /// Claims up to `limit` ready jobs of `queue` for `worker`.
 ///
@@ -75,9 +75,13 @@ pub async fn claim(
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(db.pool())
         .await?;
-    rows.iter()
-        .map(|row| decode(row, now_ms))
-        .collect::<Result<Vec<_>, _>>()
+    // `RETURNING` gives no order; the loop starts jobs in the order it holds them.
+    let mut claimed = rows
+        .iter()
+        .map(|row| Ok((row.try_get::<i32, _>("priority")?, decode(row, now_ms)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    claimed.sort_by(|(pa, a), (pb, b)| (pa, a.run_at, &a.id).cmp(&(pb, b.run_at, &b.id)));
+    Ok(claimed.into_iter().map(|(_, job)| job).collect())
 }
 
 /// Makes the jobs of `queue` that are due (scheduled or retrying, `run_at` passed)

@@ -14,11 +14,13 @@ pub mod execute;
 pub mod maintenance;
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use events::{Clock, Db};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use self::claim::ClaimedJob;
@@ -29,9 +31,17 @@ use crate::registry::Registry;
 use crate::wake::Wakers;
 
 /// How many jobs one claim takes at most.
-const CLAIM_BATCH: usize = 64;
-/// How long a busy loop waits for more slots to free before it claims.
-const COALESCE_WINDOW: Duration = Duration::from_millis(2);
+const CLAIM_BATCH: usize = 128;
+/// Jobs claimed ahead per slot of concurrency (at most [`CLAIM_BATCH`]): a finishing job
+/// takes the next one from memory instead of waiting for a claim round trip, and claims
+/// come in batches big enough to amortize their statement.
+const AHEAD_PER_SLOT: usize = 4;
+/// A job claimed ahead and not started within this long goes back to the queue unspent, so
+/// a busy replica never sits on work another could run, and no job waits in memory for
+/// anything close to its timeout (which the rescue of lost attempts counts from its claim).
+const AHEAD_MAX_WAIT: Duration = Duration::from_secs(2);
+/// How long a queue claims only for free slots after a job claimed ahead went back unused.
+const AHEAD_PAUSE: Duration = Duration::from_secs(30);
 
 /// What every worker task shares.
 #[derive(Debug)]
@@ -148,7 +158,11 @@ async fn queue_loop(
         .get(&queue)
         .map_or(1, |p| p.concurrency.max(1));
     let slots = Arc::new(Semaphore::new(concurrency));
-    let in_flight: Arc<Mutex<HashMap<String, ClaimedJob>>> = Arc::default();
+    let local = Arc::new(Local::new(concurrency));
+    let ahead_cap = concurrency.saturating_mul(AHEAD_PER_SLOT).min(CLAIM_BATCH);
+    // A queue of long jobs cannot use jobs claimed ahead: after one of them went back unused,
+    // claim only for free slots for a while.
+    let mut ahead_paused_until: Option<Instant> = None;
     let mut running: JoinSet<()> = JoinSet::new();
     let mut failures: u32 = 0;
     let mut last_stage = tokio::time::Instant::now();
@@ -157,66 +171,58 @@ async fn queue_loop(
             break;
         }
         while running.try_join_next().is_some() {}
+        for stale in local.take_stale() {
+            ahead_paused_until = Some(Instant::now() + AHEAD_PAUSE);
+            hand_back(&outcomes, &local, stale).await;
+        }
+        let ahead_now = match ahead_paused_until {
+            Some(until) if Instant::now() < until => 0,
+            _ => ahead_cap,
+        };
+        // Free slots take jobs from memory first; each task then keeps pulling from it.
+        while let Some(permit) = local
+            .has_ahead()
+            .then(|| slots.clone().try_acquire_owned().ok())
+            .flatten()
+        {
+            let Some(job) = local.pop() else { break };
+            running.spawn(run_jobs(
+                shared.clone(),
+                local.clone(),
+                outcomes.clone(),
+                job,
+                permit,
+            ));
+        }
         let free = slots.available_permits();
-        if free == 0 {
+        let buffered = local.ahead_len();
+        if buffered >= local.low_water || (free == 0 && buffered >= ahead_now) {
+            // Enough in memory: wait until the tasks eat into it, or a stale job is due back.
             tokio::select! {
-                _ = running.join_next() => {}
+                () = local.refill.notified() => {}
+                _ = running.join_next(), if !running.is_empty() => {}
+                () = tokio::time::sleep(AHEAD_MAX_WAIT) => {}
                 _ = shutdown.changed() => {}
             }
             continue;
         }
-        // Busy: let a few more running jobs finish so one claim refills several slots,
-        // instead of one round trip per finished job.
-        let target = (concurrency / 2).clamp(1, CLAIM_BATCH);
-        let mut free = free;
-        if free < target && !running.is_empty() {
-            let window = tokio::time::sleep(COALESCE_WINDOW);
-            tokio::pin!(window);
-            while free < target {
-                tokio::select! {
-                    next = running.join_next() => if next.is_none() { break },
-                    () = &mut window => break,
-                }
-                free = slots.available_permits();
-            }
-        }
         let now = shared.clock.now();
-        let limit = free.min(CLAIM_BATCH);
+        let limit = (free + ahead_now)
+            .saturating_sub(buffered)
+            .clamp(1, CLAIM_BATCH);
         match claim::claim(&shared.db, &queue, &shared.worker_id, now, limit).await {
             Ok(jobs) => {
                 failures = 0;
                 let claim_full = jobs.len() == limit;
                 let claimed_any = !jobs.is_empty();
-                for job in jobs {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        // Cannot happen (we claimed at most `free`); hand it back rather than lose it.
-                        let _ = outcomes
-                            .send(Outcome {
-                                job,
-                                finished_at: 0,
-                                result: Verdict::HandBack,
-                            })
-                            .await;
-                        continue;
-                    };
-                    lock(&in_flight).insert(job.id.clone(), job.clone());
-                    let shared = shared.clone();
-                    let outcomes = outcomes.clone();
-                    let in_flight = in_flight.clone();
-                    running.spawn(async move {
-                        let id = job.id.clone();
-                        let outcome = execute::execute(shared, job).await;
-                        // Send before leaving `in_flight`: a task aborted at shutdown between
-                        // the two is then handed back (a no-op once its outcome is written)
-                        // rather than left `running` for a rescue that spends an attempt.
-                        let _ = outcomes.send(outcome).await;
-                        lock(&in_flight).remove(&id);
-                        drop(permit);
-                    });
-                }
+                local.push(jobs);
                 // Stage when the queue may have run dry, and at least once a poll interval,
-                // so retries coming due are not starved by a long backlog. After the claim,
-                // with its jobs already started: a fresh job never waits for this round trip.
+                // so retries coming due are not starved by a long backlog. After the claim:
+                // a fresh job never waits for this round trip (the loop starts it first
+                // when nothing is running yet).
+                if claimed_any && running.is_empty() {
+                    continue;
+                }
                 let mut staged = 0;
                 if !claim_full || last_stage.elapsed() >= shared.config.poll_interval {
                     last_stage = tokio::time::Instant::now();
@@ -248,7 +254,9 @@ async fn queue_loop(
             }
         }
     }
-    // Shutdown: let in-flight jobs finish within the grace period, hand back the rest.
+    // Shutdown: nothing more is taken from memory; in-flight jobs finish within the grace
+    // period; the rest — still running, or claimed ahead and never started — go back.
+    local.stopping.store(true, Ordering::SeqCst);
     let grace = tokio::time::sleep(shared.config.shutdown_grace);
     tokio::pin!(grace);
     loop {
@@ -259,9 +267,8 @@ async fn queue_loop(
     }
     running.abort_all();
     while running.join_next().await.is_some() {}
-    let unfinished: Vec<ClaimedJob> = lock(&in_flight).drain().map(|(_, job)| job).collect();
-    for job in unfinished {
-        tracing::info!(job_id = %job.id, "handing back an unfinished job");
+    for job in local.drain_unfinished() {
+        tracing::debug!(job_id = %job.id, "handing back an unfinished job");
         let _ = outcomes
             .send(Outcome {
                 job,
@@ -270,6 +277,126 @@ async fn queue_loop(
             })
             .await;
     }
+}
+
+/// A queue loop's jobs in this process: claimed ahead and waiting, or running.
+struct Local {
+    /// Claimed, not started yet, oldest first, with when they were claimed.
+    ahead: Mutex<VecDeque<(Instant, ClaimedJob)>>,
+    /// Every job claimed and not finished (ahead or running), for the hand-back at shutdown.
+    in_flight: Mutex<HashMap<String, ClaimedJob>>,
+    /// Told when the jobs ahead fall below `low_water`.
+    refill: Notify,
+    /// Below this many jobs ahead, the loop claims more.
+    low_water: usize,
+    /// Set at shutdown: tasks stop taking jobs from memory.
+    stopping: AtomicBool,
+}
+
+impl Local {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            ahead: Mutex::default(),
+            in_flight: Mutex::default(),
+            refill: Notify::new(),
+            low_water: concurrency,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn push(&self, jobs: Vec<ClaimedJob>) {
+        let now = Instant::now();
+        let mut in_flight = lock(&self.in_flight);
+        let mut ahead = lock(&self.ahead);
+        for job in jobs {
+            in_flight.insert(job.id.clone(), job.clone());
+            ahead.push_back((now, job));
+        }
+    }
+
+    fn has_ahead(&self) -> bool {
+        !lock(&self.ahead).is_empty()
+    }
+
+    fn ahead_len(&self) -> usize {
+        lock(&self.ahead).len()
+    }
+
+    /// The next job to start, unless shutting down; wakes the loop when running low.
+    fn pop(&self) -> Option<ClaimedJob> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut ahead = lock(&self.ahead);
+        let next = ahead.pop_front().map(|(_, job)| job);
+        if ahead.len() < self.low_water {
+            self.refill.notify_one();
+        }
+        next
+    }
+
+    /// Jobs claimed longer than [`AHEAD_MAX_WAIT`] ago and still not started.
+    fn take_stale(&self) -> Vec<ClaimedJob> {
+        let mut ahead = lock(&self.ahead);
+        let mut stale = Vec::new();
+        while ahead
+            .front()
+            .is_some_and(|(claimed, _)| claimed.elapsed() >= AHEAD_MAX_WAIT)
+        {
+            if let Some((_, job)) = ahead.pop_front() {
+                stale.push(job);
+            }
+        }
+        stale
+    }
+
+    fn finished(&self, id: &str) {
+        lock(&self.in_flight).remove(id);
+    }
+
+    fn drain_unfinished(&self) -> Vec<ClaimedJob> {
+        lock(&self.ahead).clear();
+        lock(&self.in_flight).drain().map(|(_, job)| job).collect()
+    }
+}
+
+/// Runs `job`, then whatever is waiting in memory, on one slot.
+async fn run_jobs(
+    shared: Arc<Shared>,
+    local: Arc<Local>,
+    outcomes: mpsc::Sender<Outcome>,
+    mut job: ClaimedJob,
+    permit: OwnedSemaphorePermit,
+) {
+    loop {
+        // The attempt starts now, not when it was claimed ahead.
+        job.started_at = shared.clock.now().timestamp_millis();
+        let id = job.id.clone();
+        let outcome = execute::execute(shared.clone(), job).await;
+        // Send before leaving `in_flight`: a task aborted at shutdown between the two is
+        // then handed back (a no-op once its outcome is written) rather than left `running`
+        // for a rescue that spends an attempt.
+        let _ = outcomes.send(outcome).await;
+        local.finished(&id);
+        match local.pop() {
+            Some(next) => job = next,
+            None => break,
+        }
+    }
+    drop(permit);
+}
+
+/// Returns a job claimed ahead but never started, without spending its attempt.
+async fn hand_back(outcomes: &mpsc::Sender<Outcome>, local: &Local, job: ClaimedJob) {
+    let id = job.id.clone();
+    let _ = outcomes
+        .send(Outcome {
+            job,
+            finished_at: 0,
+            result: Verdict::HandBack,
+        })
+        .await;
+    local.finished(&id);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
