@@ -269,13 +269,7 @@ async fn queue_loop(
     while running.join_next().await.is_some() {}
     for job in local.drain_unfinished() {
         tracing::debug!(job_id = %job.id, "handing back an unfinished job");
-        let _ = outcomes
-            .send(Outcome {
-                job,
-                finished_at: 0,
-                result: Verdict::HandBack,
-            })
-            .await;
+        hand_back(&outcomes, &local, job).await;
     }
 }
 
@@ -386,7 +380,7 @@ async fn run_jobs(
     drop(permit);
 }
 
-/// Returns a job claimed ahead but never started, without spending its attempt.
+/// Returns a job this loop will not finish to the queue, without spending its attempt.
 async fn hand_back(outcomes: &mpsc::Sender<Outcome>, local: &Local, job: ClaimedJob) {
     let id = job.id.clone();
     let _ = outcomes
