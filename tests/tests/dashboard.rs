@@ -250,12 +250,7 @@ async fn an_operator_replays_a_dead_webhook_group_from_the_dashboard_and_reads_i
     });
     let tree = browser(|| chromium.text("#trace"));
     save_screenshot("admin-trace.png", &browser(|| chromium.screenshot()));
-    for expected in [
-        "POST /records",
-        "record.created",
-        DELIVER,
-        "completed",
-    ] {
+    for expected in ["POST /records", "record.created", DELIVER, "completed"] {
         assert!(
             tree.contains(expected),
             "{expected:?} is not in the trace:\n{tree}"
