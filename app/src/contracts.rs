@@ -49,6 +49,7 @@ pub fn describe(catalog: &Catalog, modules: &[Module]) -> Value {
                 "listeners": m.listeners.iter().map(|l| json!({
                     "name": l.name(),
                     "queue": runtime::registry::EVENTS_QUEUE,
+                    "inline": l.dispatch() == events::Dispatch::Inline,
                     "consumes": l.consumes().iter().map(key_json).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "jobs": m.jobs.iter().map(|j| json!({

@@ -79,9 +79,15 @@ pub fn render(dump: &Dump) -> String {
                 );
             }
             queues.insert(listener.queue.as_str());
+            // An inline listener runs in the publisher's transaction; its queue is the fallback.
+            let arrow = if listener.inline {
+                "-.->|if it fails|"
+            } else {
+                "-->"
+            };
             let _ = writeln!(
                 md,
-                "  {} --> {}",
+                "  {} {arrow} {}",
                 id("l", &listener.name),
                 id("q", &listener.queue)
             );
@@ -116,7 +122,7 @@ pub fn render(dump: &Dump) -> String {
         } else {
             consumers
                 .iter()
-                .map(|(l, _, v, _)| format!("`{l}` (v{v})"))
+                .map(|(l, _, v, _, _)| format!("`{l}` (v{v})"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -141,8 +147,13 @@ pub fn render(dump: &Dump) -> String {
             md.push_str("Consumed by no listener.\n");
         } else {
             md.push_str("| consumed by | module | version | queue |\n|---|---|---|---|\n");
-            for (listener, module, version, queue) in consumers {
-                let _ = writeln!(md, "| `{listener}` | `{module}` | v{version} | `{queue}` |");
+            for (listener, module, version, queue, inline) in consumers {
+                let runs = if inline {
+                    format!("inline, in the publisher's transaction (`{queue}` if it fails)")
+                } else {
+                    format!("`{queue}`")
+                };
+                let _ = writeln!(md, "| `{listener}` | `{module}` | v{version} | {runs} |");
             }
         }
         for event in dump.events.iter().filter(|e| e.name == *name).rev() {
@@ -158,7 +169,7 @@ fn anchor(name: &str) -> String {
         .collect()
 }
 
-fn consumers_of<'a>(dump: &'a Dump, name: &str) -> Vec<(&'a str, &'a str, u32, &'a str)> {
+fn consumers_of<'a>(dump: &'a Dump, name: &str) -> Vec<(&'a str, &'a str, u32, &'a str, bool)> {
     let mut out = Vec::new();
     for module in &dump.modules {
         for listener in &module.listeners {
@@ -168,6 +179,7 @@ fn consumers_of<'a>(dump: &'a Dump, name: &str) -> Vec<(&'a str, &'a str, u32, &
                     module.name.as_str(),
                     key.version,
                     listener.queue.as_str(),
+                    listener.inline,
                 ));
             }
         }

@@ -92,8 +92,11 @@ impl EventVersion {
 pub struct ListenerInfo {
     /// Its name.
     pub name: String,
-    /// The queue its deliveries run on.
+    /// The queue its deliveries run on (for an inline listener: when it falls back).
     pub queue: String,
+    /// Runs in the publisher's transaction (`Dispatch::Inline`) rather than as a job.
+    #[serde(default)]
+    pub inline: bool,
     /// The events and versions it consumes.
     pub consumes: Vec<Key>,
 }
