@@ -35,7 +35,7 @@ const CLAIM_BATCH: usize = 128;
 /// Jobs claimed ahead per slot of concurrency (at most [`CLAIM_BATCH`]): a finishing job
 /// takes the next one from memory instead of waiting for a claim round trip, and claims
 /// come in batches big enough to amortize their statement.
-const AHEAD_PER_SLOT: usize = 4;
+const AHEAD_PER_SLOT: usize = 8;
 /// A job claimed ahead and not started within this long goes back to the queue unspent, so
 /// a busy replica never sits on work another could run, and no job waits in memory for
 /// anything close to its timeout (which the rescue of lost attempts counts from its claim).
