@@ -173,18 +173,17 @@ async fn queue_loop(
         while running.try_join_next().is_some() {}
         for stale in local.take_stale() {
             ahead_paused_until = Some(Instant::now() + AHEAD_PAUSE);
-            hand_back(&outcomes, &local, stale).await;
+            hand_back(&outcomes, stale).await;
         }
         let ahead_now = match ahead_paused_until {
             Some(until) if Instant::now() < until => 0,
             _ => ahead_cap,
         };
         // Free slots take jobs from memory first; each task then keeps pulling from it.
-        while let Some(permit) = local
-            .has_ahead()
-            .then(|| slots.clone().try_acquire_owned().ok())
-            .flatten()
-        {
+        while local.has_ahead() {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
             let Some(job) = local.pop() else { break };
             running.spawn(run_jobs(
                 shared.clone(),
@@ -269,7 +268,7 @@ async fn queue_loop(
     while running.join_next().await.is_some() {}
     for job in local.drain_unfinished() {
         tracing::debug!(job_id = %job.id, "handing back an unfinished job");
-        hand_back(&outcomes, &local, job).await;
+        hand_back(&outcomes, job).await;
     }
 }
 
@@ -277,8 +276,8 @@ async fn queue_loop(
 struct Local {
     /// Claimed, not started yet, oldest first, with when they were claimed.
     ahead: Mutex<VecDeque<(Instant, ClaimedJob)>>,
-    /// Every job claimed and not finished (ahead or running), for the hand-back at shutdown.
-    in_flight: Mutex<HashMap<String, ClaimedJob>>,
+    /// Started and not finished, for the hand-back at shutdown.
+    running: Mutex<HashMap<String, ClaimedJob>>,
     /// Told when the jobs ahead fall below `low_water`.
     refill: Notify,
     /// Below this many jobs ahead, the loop claims more.
@@ -291,7 +290,7 @@ impl Local {
     fn new(concurrency: usize) -> Self {
         Self {
             ahead: Mutex::default(),
-            in_flight: Mutex::default(),
+            running: Mutex::default(),
             refill: Notify::new(),
             low_water: concurrency,
             stopping: AtomicBool::new(false),
@@ -300,12 +299,7 @@ impl Local {
 
     fn push(&self, jobs: Vec<ClaimedJob>) {
         let now = Instant::now();
-        let mut in_flight = lock(&self.in_flight);
-        let mut ahead = lock(&self.ahead);
-        for job in jobs {
-            in_flight.insert(job.id.clone(), job.clone());
-            ahead.push_back((now, job));
-        }
+        lock(&self.ahead).extend(jobs.into_iter().map(|job| (now, job)));
     }
 
     fn has_ahead(&self) -> bool {
@@ -316,17 +310,19 @@ impl Local {
         lock(&self.ahead).len()
     }
 
-    /// The next job to start, unless shutting down; wakes the loop when running low.
+    /// The next job to start (now counted as running), unless shutting down; wakes the
+    /// loop when running low.
     fn pop(&self) -> Option<ClaimedJob> {
         if self.stopping.load(Ordering::SeqCst) {
             return None;
         }
         let mut ahead = lock(&self.ahead);
-        let next = ahead.pop_front().map(|(_, job)| job);
+        let (_, next) = ahead.pop_front()?;
+        lock(&self.running).insert(next.id.clone(), next.clone());
         if ahead.len() < self.low_water {
             self.refill.notify_one();
         }
-        next
+        Some(next)
     }
 
     /// Jobs claimed longer than [`AHEAD_MAX_WAIT`] ago and still not started.
@@ -345,12 +341,14 @@ impl Local {
     }
 
     fn finished(&self, id: &str) {
-        lock(&self.in_flight).remove(id);
+        lock(&self.running).remove(id);
     }
 
+    /// Every job claimed and not finished: waiting in memory, or started.
     fn drain_unfinished(&self) -> Vec<ClaimedJob> {
-        lock(&self.ahead).clear();
-        lock(&self.in_flight).drain().map(|(_, job)| job).collect()
+        let mut jobs: Vec<ClaimedJob> = lock(&self.ahead).drain(..).map(|(_, job)| job).collect();
+        jobs.extend(lock(&self.running).drain().map(|(_, job)| job));
+        jobs
     }
 }
 
@@ -367,7 +365,7 @@ async fn run_jobs(
         job.started_at = shared.clock.now().timestamp_millis();
         let id = job.id.clone();
         let outcome = execute::execute(shared.clone(), job).await;
-        // Send before leaving `in_flight`: a task aborted at shutdown between the two is
+        // Send before leaving `running`: a task aborted at shutdown between the two is
         // then handed back (a no-op once its outcome is written) rather than left `running`
         // for a rescue that spends an attempt.
         let _ = outcomes.send(outcome).await;
@@ -381,8 +379,7 @@ async fn run_jobs(
 }
 
 /// Returns a job this loop will not finish to the queue, without spending its attempt.
-async fn hand_back(outcomes: &mpsc::Sender<Outcome>, local: &Local, job: ClaimedJob) {
-    let id = job.id.clone();
+async fn hand_back(outcomes: &mpsc::Sender<Outcome>, job: ClaimedJob) {
     let _ = outcomes
         .send(Outcome {
             job,
@@ -390,7 +387,6 @@ async fn hand_back(outcomes: &mpsc::Sender<Outcome>, local: &Local, job: Claimed
             result: Verdict::HandBack,
         })
         .await;
-    local.finished(&id);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
