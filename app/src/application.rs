@@ -52,11 +52,17 @@ impl Application {
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with_clock(
-        settings: Settings,
+        mut settings: Settings,
         workers: WorkerMode,
         serve_http: bool,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let worked: Vec<String> = match &workers {
+            WorkerMode::All => settings.runtime.queues.keys().cloned().collect(),
+            WorkerMode::None => Vec::new(),
+            WorkerMode::Queues(q) => q.clone(),
+        };
+        settings.fit_pool(&worked, serve_http)?;
         let wired = wiring::wire(&settings, clock).await?;
         wired.migrate().await.context("applying migrations")?;
         let (listener, address) = if serve_http {

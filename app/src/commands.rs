@@ -154,22 +154,22 @@ pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let wired = connect(settings).await?;
     let rt = &wired.runtime;
     let names: Vec<String> = rt.config().queues.keys().cloned().collect();
-    let stats = admin::queue_stats(rt.db(), &names, rt.clock().now()).await?;
+    let stats = admin::queue_stats(rt.db(), rt.time(), &names).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
     println!(
-        "{:<12} {:>8} {:>10} {:>8} {:>9} {:>6} {:>12}",
-        "QUEUE", "READY", "SCHEDULED", "RUNNING", "RETRYING", "DEAD", "OLDEST READY"
+        "{:<12} {:>8} {:>10} {:>9} {:>8} {:>9} {:>6} {:>12}",
+        "QUEUE", "READY", "SCHEDULED", "RESERVED", "RUNNING", "RETRYING", "DEAD", "OLDEST READY"
     );
     for s in stats {
         let oldest = s
             .oldest_ready_age_seconds
             .map_or_else(|| "-".to_owned(), |a| format!("{a:.1}s"));
         println!(
-            "{:<12} {:>8} {:>10} {:>8} {:>9} {:>6} {:>12}",
-            s.queue, s.ready, s.scheduled, s.running, s.retrying, s.dead, oldest
+            "{:<12} {:>8} {:>10} {:>9} {:>8} {:>9} {:>6} {:>12}",
+            s.queue, s.ready, s.scheduled, s.reserved, s.running, s.retrying, s.dead, oldest
         );
     }
     Ok(())
@@ -241,7 +241,7 @@ pub async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<(
             let wake = || {};
             let report = admin::replay_group(
                 rt.db(),
-                rt.clock().as_ref(),
+                rt.time(),
                 &group,
                 rate,
                 crate::http::admin::GROUP_CANARY_TIMEOUT,
@@ -282,7 +282,7 @@ pub async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<(
             } else {
                 ids
             };
-            let replayed = admin::replay(rt.db(), &ids, rt.clock().now()).await?;
+            let replayed = admin::replay(rt.db(), &ids, rt.time()).await?;
             let missing: Vec<&String> = ids.iter().filter(|i| !replayed.contains(i)).collect();
             println!("replayed {} job(s)", replayed.len());
             if !missing.is_empty() {

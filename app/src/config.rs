@@ -140,6 +140,10 @@ pub struct WorkersSection {
     pub shutdown_grace: Option<DurationValue>,
     /// How long completed jobs and old events are kept.
     pub retention: Option<DurationValue>,
+    /// How long dead letters are kept.
+    pub dead_letter_retention: Option<DurationValue>,
+    /// Crashes of its worker after which a job is dead-lettered as poison.
+    pub poison_after: Option<u32>,
 }
 
 /// `[webhooks]`
@@ -265,13 +269,18 @@ pub struct Overrides {
     pub admin_token: Option<String>,
 }
 
+/// Connections kept for HTTP requests on top of the jobs' (see [`Settings::fit_pool`]).
+pub const HTTP_CONNECTIONS: usize = 4;
+
 /// The resolved configuration the app runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Database URL.
     pub database_url: String,
-    /// Pool size.
+    /// Pool size (handlers and HTTP; the runtime's own connections come on top).
     pub max_connections: u32,
+    /// Whether `[database] max_connections` was set, rather than derived.
+    pub max_connections_set: bool,
     /// Listen address.
     pub listen: SocketAddr,
     /// Admin bearer token; `None` disables admin routes.
@@ -300,6 +309,44 @@ pub struct AlertSettings {
 }
 
 impl Settings {
+    /// Sizes the pool for what this process runs: one connection for each job that may run
+    /// at once on the queues it works, plus [`HTTP_CONNECTIONS`] when it serves the API —
+    /// so a handler never waits for a connection that busy neighbours hold. Derived when
+    /// `[database] max_connections` is unset; a set value too small to work is refused,
+    /// naming what to set.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a `max_connections` below what the queues need.
+    pub fn fit_pool(&mut self, queues: &[String], serve_http: bool) -> Result<(), ConfigError> {
+        let jobs: usize = queues
+            .iter()
+            .filter_map(|q| self.runtime.queues.get(q))
+            .map(|p| p.concurrency)
+            .sum();
+        let http = if serve_http { HTTP_CONNECTIONS } else { 0 };
+        let needed = u32::try_from(jobs + http).unwrap_or(u32::MAX).max(2);
+        if !self.max_connections_set {
+            self.max_connections = needed;
+            return Ok(());
+        }
+        if self.max_connections < needed {
+            let per_queue = queues
+                .iter()
+                .filter_map(|q| self.runtime.queues.get(q).map(|p| format!("{q} {}", p.concurrency)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ConfigError::Invalid {
+                key: "database.max_connections".into(),
+                message: format!(
+                    "{} cannot serve {jobs} jobs at once ({per_queue}){}: set database.max_connections to at least {needed}, or lower [queues.<name>] concurrency",
+                    self.max_connections,
+                    if serve_http { format!(" plus {HTTP_CONNECTIONS} for HTTP requests") } else { String::new() },
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Loads `keel.toml` (the given path, else `./keel.toml` when it exists) and applies
     /// the overrides.
     ///
@@ -427,6 +474,18 @@ impl Settings {
         if let Some(d) = w.retention {
             runtime.retention = nonzero(d, "workers.retention")?;
         }
+        if let Some(d) = w.dead_letter_retention {
+            runtime.dead_letter_retention = nonzero(d, "workers.dead_letter_retention")?;
+        }
+        if let Some(n) = w.poison_after {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "workers.poison_after".into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+            runtime.poison_after = n;
+        }
         if runtime.shutdown_grace >= runtime.dead_after {
             return Err(ConfigError::Invalid {
                 key: "workers.shutdown_grace".into(),
@@ -474,6 +533,7 @@ impl Settings {
         Ok(Self {
             database_url,
             max_connections: file.database.max_connections.unwrap_or(10).max(2),
+            max_connections_set: file.database.max_connections.is_some(),
             listen,
             admin_token,
             max_body: file.http.max_body.map_or(1 << 20, |b| b.0),

@@ -77,7 +77,7 @@ impl AppOptions {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "[database]\nurl = {database_url:?}\nmax_connections = 5\n"
+            "[database]\nurl = {database_url:?}\n"
         );
         let _ = writeln!(
             t,

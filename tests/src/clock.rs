@@ -52,4 +52,45 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A manual clock also stands in for the database's clock: time moves for everyone.
+    fn database_now(&self) -> Option<DateTime<Utc>> {
+        Some(self.now())
+    }
+}
+
+/// A process whose wall clock is off by `skew`: it reads the shared time plus the skew as
+/// its own `now`, while the database's clock — the one liveness is judged on — is the shared
+/// time (a [`ManualClock`], or the real database's when `shared` is `None`).
+#[derive(Debug)]
+pub struct SkewedClock {
+    shared: Option<std::sync::Arc<ManualClock>>,
+    skew: TimeDelta,
+}
+
+impl SkewedClock {
+    /// A clock `skew` ahead (negative: behind) of the `shared` manual time.
+    pub fn manual(shared: std::sync::Arc<ManualClock>, skew: TimeDelta) -> Self {
+        Self {
+            shared: Some(shared),
+            skew,
+        }
+    }
+
+    /// A wall clock `skew` ahead (negative: behind) of the real one; the database's clock
+    /// is the real database's.
+    pub fn wall(skew: TimeDelta) -> Self {
+        Self { shared: None, skew }
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> DateTime<Utc> {
+        let base = self.shared.as_ref().map_or_else(Utc::now, |m| m.now());
+        base + self.skew
+    }
+
+    fn database_now(&self) -> Option<DateTime<Utc>> {
+        self.shared.as_ref().map(|m| m.now())
+    }
 }

@@ -122,7 +122,7 @@ pub fn runtime_error(e: RuntimeError) -> ApiError {
 async fn queues(State(state): State<EdgeState>) -> Result<Json<Value>, ApiError> {
     let rt = &state.runtime;
     let names: Vec<String> = rt.config().queues.keys().cloned().collect();
-    let stats: Vec<QueueStats> = runtime::admin::queue_stats(rt.db(), &names, rt.clock().now())
+    let stats: Vec<QueueStats> = runtime::admin::queue_stats(rt.db(), rt.time(), &names)
         .await
         .map_err(runtime_error)?;
     Ok(Json(json!({ "queues": stats })))
@@ -208,7 +208,7 @@ async fn replay(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rt = &state.runtime;
-    let replayed = runtime::admin::replay(rt.db(), std::slice::from_ref(&id), rt.clock().now())
+    let replayed = runtime::admin::replay(rt.db(), std::slice::from_ref(&id), rt.time())
         .await
         .map_err(runtime_error)?;
     if replayed.is_empty() {
@@ -331,7 +331,7 @@ pub fn start_group_replay(rt: runtime::Runtime, group_id: String) {
         };
         match runtime::admin::replay_group(
             rt.db(),
-            rt.clock().as_ref(),
+            rt.time(),
             &group_id,
             GROUP_REPLAY_RATE,
             GROUP_CANARY_TIMEOUT,

@@ -88,15 +88,15 @@ pub async fn track(
     )
 )]
 async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, ApiError> {
-    let now = runtime.clock().now();
     let names: Vec<String> = runtime.config().queues.keys().cloned().collect();
-    let stats = runtime::admin::queue_stats(runtime.db(), &names, now)
+    let stats = runtime::admin::queue_stats(runtime.db(), runtime.time(), &names)
         .await
         .map_err(runtime_error)?;
     for s in &stats {
         for (state, n) in [
             ("ready", s.ready),
             ("scheduled", s.scheduled),
+            ("reserved", s.reserved),
             ("running", s.running),
             ("retrying", s.retrying),
             ("dead", s.dead),
@@ -107,7 +107,7 @@ async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, Api
         metrics::gauge!("keel_queue_oldest_ready_age_seconds", "queue" => s.queue.clone())
             .set(s.oldest_ready_age_seconds.unwrap_or(0.0));
     }
-    let alive = runtime::admin::workers_alive(runtime.db(), now, runtime.config().dead_after)
+    let alive = runtime::admin::workers_alive(runtime.db(), runtime.time(), runtime.config().dead_after)
         .await
         .map_err(runtime_error)?;
     metrics::gauge!("keel_workers_alive").set(alive as f64);

@@ -126,6 +126,10 @@ pub enum FailureKind {
     Cancel,
     /// The job can never succeed (its payload does not decode): dead-letter it now.
     Poison,
+    /// The attempt could not really run: a database connection could not be had in time.
+    /// It is tried again shortly without spending an attempt — waiting for a connection is
+    /// the process's shortage, not the job's failure.
+    Deferred,
 }
 
 /// A failed attempt: what to do next, why, and what to record about it.
@@ -178,7 +182,14 @@ impl JobError {
 
 impl From<sqlx::Error> for JobError {
     fn from(err: sqlx::Error) -> Self {
-        Self::retry(format!("database: {err}"))
+        match err {
+            sqlx::Error::PoolTimedOut => Self {
+                kind: FailureKind::Deferred,
+                reason: "database: no connection could be had in time".to_owned(),
+                detail: None,
+            },
+            err => Self::retry(format!("database: {err}")),
+        }
     }
 }
 

@@ -144,4 +144,8 @@ impl Clock for FixedClock {
     fn now(&self) -> DateTime<Utc> {
         self.0
     }
+
+    fn database_now(&self) -> Option<DateTime<Utc>> {
+        Some(self.0)
+    }
 }

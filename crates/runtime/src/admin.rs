@@ -10,6 +10,7 @@ use events::Db;
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::db_time::DbTime;
 use crate::error::RuntimeError;
 use crate::worker::execute::millis;
 
@@ -22,26 +23,32 @@ pub struct QueueStats {
     pub ready: i64,
     /// Waiting for their first run at a later time.
     pub scheduled: i64,
-    /// Held by a worker.
+    /// Claimed ahead by a worker and held in its memory: no attempt spent yet.
+    pub reserved: i64,
+    /// Running an attempt on a worker.
     pub running: i64,
     /// Failed, waiting for their next try.
     pub retrying: i64,
     /// Dead letters.
     pub dead: i64,
-    /// Age of the oldest ready job, in seconds.
+    /// Age of the oldest ready job, in seconds (on the database's clock).
     pub oldest_ready_age_seconds: Option<f64>,
 }
 
 /// Per-queue depth for every queue in `queues` and every queue that has jobs.
 ///
+/// Its cost follows the jobs still in play, never the finished ones kept for retention:
+/// each part reads one partial index (`available`; `scheduled`/`retrying`; `reserved`/
+/// `running`; `dead`), so a table holding ten million completed jobs answers as fast as
+/// one holding ten thousand.
+///
 /// # Errors
 /// Fails when the database does.
 pub async fn queue_stats(
     db: &Db,
+    time: &DbTime,
     queues: &[String],
-    now: DateTime<Utc>,
 ) -> Result<Vec<QueueStats>, RuntimeError> {
-    let now_ms = now.timestamp_millis();
     let mut out: BTreeMap<String, QueueStats> = queues
         .iter()
         .map(|q| {
@@ -54,32 +61,51 @@ pub async fn queue_stats(
             )
         })
         .collect();
-    let rows = sqlx::query(
-        "SELECT queue, \
-           SUM(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= $1 THEN 1 ELSE 0 END) AS ready, \
-           SUM(CASE WHEN state IN ('available', 'scheduled') AND run_at > $1 THEN 1 ELSE 0 END) AS scheduled, \
-           SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END) AS running, \
-           SUM(CASE WHEN state = 'retrying' AND run_at > $1 THEN 1 ELSE 0 END) AS retrying, \
-           SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS dead, \
-           MIN(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= $1 THEN run_at END) AS oldest \
-         FROM keel_jobs WHERE state NOT IN ('completed', 'cancelled') GROUP BY queue",
-    )
-    .bind(now_ms)
-    .fetch_all(db.pool())
-    .await?;
+    let sql = time.sql(
+        "SELECT queue, 'available' AS part, COUNT(*) AS n, MIN(run_at) AS oldest, NOW_MS AS db_now \
+           FROM keel_jobs WHERE state = 'available' GROUP BY queue \
+         UNION ALL \
+         SELECT queue, CASE WHEN run_at <= NOW_MS THEN 'due' ELSE state END AS part, COUNT(*) AS n, \
+           MIN(run_at) AS oldest, NOW_MS AS db_now \
+           FROM keel_jobs WHERE state IN ('scheduled', 'retrying') \
+           GROUP BY queue, CASE WHEN run_at <= NOW_MS THEN 'due' ELSE state END \
+         UNION ALL \
+         SELECT queue, state AS part, COUNT(*) AS n, NULL AS oldest, NOW_MS AS db_now \
+           FROM keel_jobs WHERE state IN ('reserved', 'running') GROUP BY queue, state \
+         UNION ALL \
+         SELECT queue, 'dead' AS part, COUNT(*) AS n, NULL AS oldest, NOW_MS AS db_now \
+           FROM keel_jobs WHERE state = 'dead' GROUP BY queue",
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .fetch_all(db.pool())
+        .await?;
     for row in rows {
         let queue: String = row.try_get("queue")?;
+        let part: String = row.try_get("part")?;
+        let n = sum(&row, "n")?;
         let oldest: Option<i64> = row.try_get("oldest")?;
+        let now: i64 = row.try_get("db_now")?;
         let entry = out.entry(queue.clone()).or_insert_with(|| QueueStats {
             queue,
             ..QueueStats::default()
         });
-        entry.ready = sum(&row, "ready")?;
-        entry.scheduled = sum(&row, "scheduled")?;
-        entry.running = sum(&row, "running")?;
-        entry.retrying = sum(&row, "retrying")?;
-        entry.dead = sum(&row, "dead")?;
-        entry.oldest_ready_age_seconds = oldest.map(|o| (now_ms - o).max(0) as f64 / 1000.0);
+        match part.as_str() {
+            "available" | "due" => {
+                entry.ready += n;
+                if let Some(o) = oldest {
+                    let age = (now - o).max(0) as f64 / 1000.0;
+                    entry.oldest_ready_age_seconds =
+                        Some(entry.oldest_ready_age_seconds.map_or(age, |a| a.max(age)));
+                }
+            }
+            "scheduled" => entry.scheduled += n,
+            "retrying" => entry.retrying += n,
+            "reserved" => entry.reserved += n,
+            "running" => entry.running += n,
+            "dead" => entry.dead += n,
+            _ => {}
+        }
     }
     Ok(out.into_values().collect())
 }
@@ -101,14 +127,15 @@ fn sum(row: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
 /// Fails when the database does.
 pub async fn workers_alive(
     db: &Db,
-    now: DateTime<Utc>,
+    time: &DbTime,
     dead_after: std::time::Duration,
 ) -> Result<i64, RuntimeError> {
-    let since = now.timestamp_millis() - i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX);
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM keel_workers WHERE stopped_at IS NULL AND heartbeat_at >= $1",
-    )
-    .bind(since)
+    let sql = time.sql(
+        "SELECT COUNT(*) AS n FROM keel_workers WHERE stopped_at IS NULL AND heartbeat_at >= NOW_MS - $2",
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    .bind(time.fixed())
+    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX / 4))
     .fetch_one(db.pool())
     .await?;
     Ok(sum(&row, "n")?)
@@ -129,16 +156,16 @@ pub struct Throughput {
 ///
 /// # Errors
 /// Fails when the database does.
-pub async fn throughput(db: &Db, now: DateTime<Utc>) -> Result<Vec<Throughput>, RuntimeError> {
-    let now_ms = now.timestamp_millis();
-    let rows = sqlx::query(
+pub async fn throughput(db: &Db, time: &DbTime) -> Result<Vec<Throughput>, RuntimeError> {
+    let sql = time.sql(
         "SELECT queue, \
-           SUM(CASE WHEN finished_at >= $1 THEN 1 ELSE 0 END) AS last_minute, \
+           SUM(CASE WHEN finished_at >= NOW_MS - 60000 THEN 1 ELSE 0 END) AS last_minute, \
            COUNT(*) AS last_hour \
-         FROM keel_jobs WHERE state = 'completed' AND finished_at >= $2 GROUP BY queue ORDER BY queue",
-    )
-    .bind(now_ms - 60_000)
-    .bind(now_ms - 3_600_000)
+         FROM keel_jobs WHERE state = 'completed' AND finished_at >= NOW_MS - 3600000 \
+         GROUP BY queue ORDER BY queue",
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    .bind(time.fixed())
     .fetch_all(db.pool())
     .await?;
     rows.iter()
@@ -306,16 +333,18 @@ pub(crate) fn decode_attempt(row: &sqlx::any::AnyRow) -> Result<AttemptRecord, s
 pub async fn replay(
     db: &Db,
     ids: &[String],
-    now: DateTime<Utc>,
+    time: &DbTime,
 ) -> Result<Vec<String>, RuntimeError> {
     let mut replayed = Vec::new();
     let mut tx = db.begin().await?;
+    let sql = time.sql(
+        "UPDATE keel_jobs SET state = 'available', attempt = 0, crashes = 0, run_at = NOW_MS, \
+         finished_at = NULL, locked_by = NULL, last_error = NULL, replays = replays + 1 \
+         WHERE id = $2 AND state = 'dead'",
+    );
     for id in ids {
-        let n = sqlx::query(
-            "UPDATE keel_jobs SET state = 'available', attempt = 0, run_at = $1, finished_at = NULL, \
-             locked_by = NULL, last_error = NULL, replays = replays + 1 WHERE id = $2 AND state = 'dead'",
-        )
-        .bind(now.timestamp_millis())
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(time.fixed())
         .bind(id)
         .execute(&mut *tx)
         .await?
@@ -494,7 +523,7 @@ pub struct GroupReplay {
 /// [`RuntimeError::NotFound`] for an unknown group; database failures.
 pub async fn replay_group(
     db: &Db,
-    clock: &dyn events::Clock,
+    time: &DbTime,
     group_id: &str,
     per_second: usize,
     canary_timeout: std::time::Duration,
@@ -515,7 +544,7 @@ pub async fn replay_group(
             left_dead: 0,
         });
     };
-    replay(db, std::slice::from_ref(&canary), clock.now()).await?;
+    replay(db, std::slice::from_ref(&canary), time).await?;
     wake();
     let deadline = tokio::time::Instant::now() + canary_timeout;
     let mut state = String::from("available");
@@ -541,7 +570,7 @@ pub async fn replay_group(
     }
     let mut replayed = Vec::with_capacity(rest.len());
     for chunk in rest.chunks(per_second.max(1)) {
-        replayed.extend(replay(db, chunk, clock.now()).await?);
+        replayed.extend(replay(db, chunk, time).await?);
         wake();
         if replayed.len() < rest.len() {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;

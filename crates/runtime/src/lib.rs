@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod db_time;
 pub mod error;
 pub mod idempotency;
 pub mod migrate;
@@ -38,6 +39,7 @@ use events::{Backend, Clock, Db, JobQueue, Module, Outbox};
 use tokio::sync::watch;
 
 use crate::alerts::AlertSink;
+use crate::db_time::DbTime;
 use crate::outbox::SqlOutbox;
 use crate::queue::SqlJobQueue;
 use crate::wake::Wakers;
@@ -49,6 +51,7 @@ pub struct Runtime {
     db: Db,
     database_url: String,
     clock: Arc<dyn Clock>,
+    time: DbTime,
     config: Arc<RuntimeConfig>,
     registry: Arc<Registry>,
     wakers: Arc<Wakers>,
@@ -67,10 +70,11 @@ impl Runtime {
         alerts: Arc<dyn AlertSink>,
     ) -> Self {
         let config = Arc::new(config);
+        let time = DbTime::new(db.backend(), clock.clone());
         let registry = Arc::new(Registry::default());
         let wakers = Arc::new(Wakers::new(config.queues.keys()));
         let queue = Arc::new(SqlJobQueue::new(
-            clock.clone(),
+            time.clone(),
             config.clone(),
             wakers.clone(),
         ));
@@ -83,6 +87,7 @@ impl Runtime {
             db,
             database_url: database_url.into(),
             clock,
+            time,
             config,
             registry,
             wakers,
@@ -100,6 +105,11 @@ impl Runtime {
     /// The injected clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The database's clock, as runtime SQL reads it.
+    pub fn time(&self) -> &DbTime {
+        &self.time
     }
 
     /// The queue and timing configuration.
@@ -167,15 +177,27 @@ impl Runtime {
             }
             None => self.config.queues.keys().cloned().collect(),
         };
+        // The runtime's own connections: claims and the writer, the maintenance leader, and
+        // the heartbeat each have theirs, so none waits behind handlers or behind another.
         // An in-memory SQLite database exists once per connection pool: share it then.
-        let control = if self.database_url.contains(":memory:") {
-            self.db.clone()
-        } else {
-            storage::connect(&self.database_url, 2).await?
+        let own_pool = |size: u32| async move {
+            if self.database_url.contains(":memory:") {
+                Ok(self.db.clone())
+            } else {
+                storage::connect(&self.database_url, size).await
+            }
         };
+        let work = own_pool(2).await?;
+        let control = own_pool(2).await?;
+        let beat = own_pool(1).await?;
+        let fence_after = worker::heartbeat::fence_after(self.config.dead_after);
         let shared = Arc::new(Shared {
             db: self.db.clone(),
+            work,
             control,
+            beat,
+            time: self.time.clone(),
+            liveness: worker::heartbeat::Liveness::new(fence_after),
             clock: self.clock.clone(),
             config: self.config.clone(),
             registry: self.registry.clone(),

@@ -86,6 +86,10 @@ pub struct RuntimeConfig {
     pub dead_after: Duration,
     /// Completed and cancelled jobs, and old events, are deleted after this long.
     pub retention: Duration,
+    /// Dead letters not replayed or purged are deleted after this long.
+    pub dead_letter_retention: Duration,
+    /// A job whose runs took their worker down this many times is dead-lettered as poison.
+    pub poison_after: u32,
     /// Fallback poll when no wake-up arrives (LISTEN lost, scheduled jobs coming due).
     pub poll_interval: Duration,
     /// How long in-flight jobs may run on after SIGTERM before they are handed back.
@@ -105,6 +109,8 @@ impl Default for RuntimeConfig {
             heartbeat_interval: Duration::from_secs(5),
             dead_after: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
+            dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
+            poison_after: 3,
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             stale_queue_after: Duration::from_secs(600),

@@ -4,25 +4,26 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use events::{Clock, DbConn, JobQueue, NewJob, TraceContext};
+use events::{DbConn, JobQueue, NewJob, TraceContext};
 use uuid::Uuid;
 
+use crate::db_time::DbTime;
 use crate::policy::RuntimeConfig;
 use crate::wake::Wakers;
 
 /// Jobs stored in `keel_jobs`.
 #[derive(Debug)]
 pub struct SqlJobQueue {
-    clock: Arc<dyn Clock>,
+    time: DbTime,
     config: Arc<RuntimeConfig>,
     wakers: Arc<Wakers>,
 }
 
 impl SqlJobQueue {
     /// A queue waking local workers through `wakers`.
-    pub fn new(clock: Arc<dyn Clock>, config: Arc<RuntimeConfig>, wakers: Arc<Wakers>) -> Self {
+    pub fn new(time: DbTime, config: Arc<RuntimeConfig>, wakers: Arc<Wakers>) -> Self {
         Self {
-            clock,
+            time,
             config,
             wakers,
         }
@@ -45,41 +46,37 @@ impl SqlJobQueue {
             ));
         }
         let policy = self.config.policy_for(&job.queue, &job.job_type);
-        let now = self.clock.now();
-        let run_at = job.run_at.unwrap_or(now);
-        let state = if run_at > now {
-            "scheduled"
-        } else {
-            "available"
-        };
         let id = Uuid::now_v7();
         let idempotency_key = match &job.unique_key {
             Some(key) => format!("{}:{key}", job.job_type),
             None => id.to_string(),
         };
         let max_attempts = job.max_attempts.unwrap_or(policy.max_attempts).max(1);
-        let inserted = sqlx::query(
+        // "Now" is the database's: a job for now is available to every replica at once,
+        // whatever this process's clock says; one for later waits on the database's clock.
+        let sql = self.time.sql(
             "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
              max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             VALUES ($2, $3, $4, $5, CASE WHEN $6 > NOW_MS THEN 'scheduled' ELSE 'available' END, \
+             $7, COALESCE($6, NOW_MS), $8, $9, $10, $11, $12, NOW_MS) \
              ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(&job.queue)
-        .bind(&job.job_type)
-        .bind(job.payload.to_string())
-        .bind(state)
-        .bind(job.priority)
-        .bind(run_at.timestamp_millis())
-        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
-        .bind(job.unique_key.as_deref())
-        .bind(idempotency_key)
-        .bind(trace.correlation_id.as_str())
-        .bind(trace.causation_id.map(|c| c.to_string()))
-        .bind(now.timestamp_millis())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        );
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.time.fixed())
+            .bind(id.to_string())
+            .bind(&job.queue)
+            .bind(&job.job_type)
+            .bind(job.payload.to_string())
+            .bind(job.run_at.map(|t| t.timestamp_millis()))
+            .bind(job.priority)
+            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            .bind(job.unique_key.as_deref())
+            .bind(idempotency_key)
+            .bind(trace.correlation_id.as_str())
+            .bind(trace.causation_id.map(|c| c.to_string()))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         if inserted == 0 {
             return Ok(None);
         }
@@ -112,13 +109,14 @@ impl JobQueue for SqlJobQueue {
         handler: &str,
         key: &str,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = sqlx::query(
-            "INSERT INTO keel_inbox (handler, key, processed_at) VALUES ($1, $2, $3) \
+        let sql = self.time.sql(
+            "INSERT INTO keel_inbox (handler, key, processed_at) VALUES ($2, $3, NOW_MS) \
              ON CONFLICT (handler, key) DO NOTHING",
-        )
+        );
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(self.time.fixed())
         .bind(handler)
         .bind(key)
-        .bind(self.clock.now().timestamp_millis())
         .execute(&mut *conn)
         .await?
         .rows_affected();

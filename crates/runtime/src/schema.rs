@@ -1,7 +1,8 @@
 //! The runtime's own tables (`keel_…`), in SQL both backends accept.
 //!
-//! Timestamps are unix milliseconds (`BIGINT`) taken from the injected clock, never the
-//! database's `now()`, so tests can drive time.
+//! Timestamps are unix milliseconds (`BIGINT`). Those that decide who owns a job or when
+//! something is due are read from the database's clock inside each statement (see
+//! [`crate::db_time`]), so replicas with skewed wall clocks agree.
 
 use events::Migration;
 
@@ -139,7 +140,26 @@ CREATE TABLE keel_idempotency (
         "runtime: index only finished jobs by finish time, and only unique jobs by key",
         PARTIAL_INDEXES,
     ),
+    Migration::portable(
+        2026120206,
+        "runtime: reservations, crash counts, and indexes for bounded pruning and stats",
+        RESERVATIONS,
+    ),
 ];
+
+/// A job claimed ahead is `reserved` (no attempt spent) until a task starts it; only then
+/// is it `running`. `crashes` counts the runs that took their worker down (poison after
+/// `[workers] poison_after`). The held index serves rescue and the stats' reserved/running
+/// counts without touching finished rows; the time indexes let every table be pruned in
+/// bounded batches.
+const RESERVATIONS: &str = r#"
+ALTER TABLE keel_jobs ADD COLUMN reserved_at BIGINT;
+ALTER TABLE keel_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;
+DROP INDEX keel_jobs_running;
+CREATE INDEX keel_jobs_held ON keel_jobs (queue, state, locked_by) WHERE state IN ('reserved', 'running');
+CREATE INDEX keel_inbox_processed ON keel_inbox (processed_at);
+CREATE INDEX keel_idempotency_created ON keel_idempotency (created_at);
+"#;
 
 /// Every claim and every completion writes a new version of the job row, and on PostgreSQL
 /// each new version is added to every index whose predicate it matches. Indexing only the

@@ -43,7 +43,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db, RuntimeError
             create_sqlite_folder(url)?;
             let url = with_create_mode(url);
             let options = AnyPoolOptions::new()
-                .max_connections(max_connections.max(2))
+                .max_connections(max_connections.max(1))
                 .min_connections(1)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .after_connect(|conn, _| {
@@ -60,7 +60,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db, RuntimeError
         }
         Backend::Postgres => {
             let options = AnyPoolOptions::new()
-                .max_connections(max_connections.max(2))
+                .max_connections(max_connections.max(1))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .test_before_acquire(true);
             (url.to_owned(), options)

@@ -96,7 +96,7 @@ async fn retries_follow_the_default_schedule_then_dead_letter_with_every_attempt
     let replayed = admin::replay(
         &rt.db,
         &[id.to_string(), Uuid::now_v7().to_string()],
-        rt.runtime.clock().now(),
+        rt.runtime.time(),
     )
     .await
     .unwrap();

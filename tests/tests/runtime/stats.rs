@@ -57,8 +57,9 @@ async fn queue_stats_counts_every_state(db: TestDb) {
         "testkit".to_owned(),
         "webhooks".to_owned(),
     ];
-    let now = rt.runtime.clock().now();
-    let stats = queue_stats(&rt.db, &queues, now).await.unwrap();
+    let stats = queue_stats(&rt.db, rt.runtime.time(), &queues)
+        .await
+        .unwrap();
     assert_eq!(
         stats,
         vec![
@@ -83,9 +84,12 @@ async fn queue_stats_counts_every_state(db: TestDb) {
         ]
     );
 
-    // Ten seconds on, the retry is due (ready) and the oldest ready email has aged.
-    let later = now + TimeDelta::seconds(10);
-    let stats = queue_stats(&rt.db, &queues, later).await.unwrap();
+    // Ten seconds on (the database's clock; no worker is woken to stage it), the retry is
+    // due (ready) and the oldest ready email has aged.
+    rt.clock().advance(std::time::Duration::from_secs(10));
+    let stats = queue_stats(&rt.db, rt.runtime.time(), &queues)
+        .await
+        .unwrap();
     assert_eq!(stats[0].oldest_ready_age_seconds, Some(10.0));
     assert_eq!((stats[1].ready, stats[1].retrying), (1, 0));
     assert_eq!(stats[1].oldest_ready_age_seconds, Some(0.0));

@@ -279,9 +279,9 @@ async fn overview(State(d): State<Dashboard>, Extension(viewer): Extension<Viewe
     let now = rt.clock().now();
     let names: Vec<String> = rt.config().queues.keys().cloned().collect();
     let result = async {
-        let stats = runtime::admin::queue_stats(rt.db(), &names, now).await?;
-        let throughput = runtime::admin::throughput(rt.db(), now).await?;
-        let alive = runtime::admin::workers_alive(rt.db(), now, rt.config().dead_after).await?;
+        let stats = runtime::admin::queue_stats(rt.db(), rt.time(), &names).await?;
+        let throughput = runtime::admin::throughput(rt.db(), rt.time()).await?;
+        let alive = runtime::admin::workers_alive(rt.db(), rt.time(), rt.config().dead_after).await?;
         Ok::<_, RuntimeError>((stats, throughput, alive))
     }
     .await;
@@ -412,7 +412,7 @@ async fn replay_job(
     }
     let rt = &d.edge.runtime;
     let to = format!("/admin/jobs/{}", pages::path_segment(&id));
-    match runtime::admin::replay(rt.db(), std::slice::from_ref(&id), rt.clock().now()).await {
+    match runtime::admin::replay(rt.db(), std::slice::from_ref(&id), rt.time()).await {
         Ok(replayed) if replayed.is_empty() => done(
             &d,
             &viewer,

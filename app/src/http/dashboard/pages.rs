@@ -170,7 +170,7 @@ pub fn overview(
                 thead {
                     tr {
                         th { "Queue" }
-                        th.num { "Ready" } th.num { "Scheduled" } th.num { "Running" }
+                        th.num { "Ready" } th.num { "Scheduled" } th.num { "Reserved" } th.num { "Running" }
                         th.num { "Retrying" } th.num { "Dead" } th.num { "Oldest ready" }
                         th.num { "Done / min" } th.num { "Done / hour" }
                     }
@@ -182,6 +182,7 @@ pub fn overview(
                             td { strong { (s.queue) } }
                             td.num { (s.ready) }
                             td.num { (s.scheduled) }
+                            td.num { (s.reserved) }
                             td.num { (s.running) }
                             td.num { (s.retrying) }
                             td.num {

@@ -1,18 +1,26 @@
-//! Claiming jobs: one statement that moves a batch from `available` to `running`.
+//! Claiming jobs: one statement moves a batch out of `available`.
+//!
+//! A claim takes up to `limit` jobs in queue order. The first `start_now` of them — as many
+//! as the loop has free slots — become `running` at once, spending their attempt, because a
+//! task starts them right away; the rest become `reserved`: held in this process's memory
+//! so a finishing task can start the next without a claim round trip, but with **no
+//! attempt spent**. A reserved job spends its attempt only when a task starts it
+//! ([`super::complete::start`]); if this process dies first it goes back to the queue at no
+//! cost.
 //!
 //! On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several processes claim from one queue
-//! without waiting on each other or taking the same job. On SQLite the single `UPDATE` is
-//! atomic under the one-writer lock. Both walk the partial index `keel_jobs_claim`, which
-//! holds only `available` jobs: jobs scheduled for later or waiting to retry are *staged*
-//! (made available) by [`stage`] when they come due, through their own index — so the cost
-//! of a claim grows neither with the backlog nor with the jobs waiting for later.
+//! without waiting on each other or taking the same job. On SQLite the statement is atomic
+//! under the one-writer lock. Both walk the partial index `keel_jobs_claim`, which holds only
+//! `available` jobs: jobs scheduled for later or waiting to retry are *staged* (made
+//! available) by [`stage`] when they come due on the database's clock.
 
-use chrono::{DateTime, Utc};
 use events::{Backend, Db};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-/// A job this process now holds.
+use crate::db_time::DbTime;
+
+/// A job this process holds: reserved, or running its current attempt.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     /// The job's id.
@@ -23,7 +31,7 @@ pub struct ClaimedJob {
     pub job_type: String,
     /// Its stored payload text (decoded by the executor, so bad JSON is poison, not a crash).
     pub payload: String,
-    /// This attempt's number (1-based).
+    /// The attempt it runs as (1-based); for a reserved job, the attempt it will run as.
     pub attempt: u32,
     /// The attempt budget.
     pub max_attempts: u32,
@@ -33,89 +41,134 @@ pub struct ClaimedJob {
     pub correlation_id: String,
     /// What caused it.
     pub causation_id: Option<String>,
-    /// When it was enqueued (ms).
+    /// When it was enqueued (ms, database clock).
     pub enqueued_at: i64,
     /// When it became due (ms): its wait is `started_at - run_at`.
     pub run_at: i64,
-    /// When this attempt started (ms).
+    /// When this attempt started (ms, database clock); 0 while only reserved.
     pub started_at: i64,
+    /// Runs of this job that took their worker down so far.
+    pub crashes: u32,
 }
 
-const RETURNING: &str = "RETURNING id, queue, job_type, payload, attempt, max_attempts, \
-     idempotency_key, correlation_id, causation_id, enqueued_at, run_at, priority";
+/// What one claim brought back.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Started: their attempt is spent; run them now.
+    pub running: Vec<ClaimedJob>,
+    /// Reserved: held unspent until a task starts them.
+    pub reserved: Vec<ClaimedJob>,
+}
 
-/// Claims up to `limit` ready jobs of `queue` for `worker`.
+/// The columns a claim and a rescue read back.
+pub const JOB_COLUMNS: &str = "id, queue, job_type, payload, attempt, max_attempts, \
+     idempotency_key, correlation_id, causation_id, enqueued_at, run_at, started_at, crashes";
+
+/// Claims up to `limit` ready jobs of `queue` for `worker`; the first `start_now` of them
+/// start (running), the rest are reserved.
 ///
 /// # Errors
 /// Fails when the database cannot answer; nothing is claimed then.
 pub async fn claim(
     db: &Db,
+    time: &DbTime,
     queue: &str,
     worker: &str,
-    now: DateTime<Utc>,
     limit: usize,
-) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    start_now: usize,
+) -> Result<Claimed, sqlx::Error> {
     let lock = match db.backend() {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let sql = format!(
-        "UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, locked_by = $1, \
-         started_at = $2 \
-         WHERE id IN (SELECT id FROM keel_jobs \
+    let sql = time.sql(&format!(
+        "WITH picked AS (SELECT id, priority, run_at FROM keel_jobs \
            WHERE queue = $3 AND state = 'available' \
-           ORDER BY priority, run_at, id LIMIT $4 {lock}) \
-         {RETURNING}"
-    );
-    let now_ms = now.timestamp_millis();
+           ORDER BY priority, run_at, id LIMIT $4 {lock}), \
+         ranked AS (SELECT id, row_number() OVER (ORDER BY priority, run_at, id) AS n FROM picked) \
+         UPDATE keel_jobs SET \
+           state = CASE WHEN ranked.n <= $5 THEN 'running' ELSE 'reserved' END, \
+           attempt = attempt + CASE WHEN ranked.n <= $5 THEN 1 ELSE 0 END, \
+           started_at = CASE WHEN ranked.n <= $5 THEN NOW_MS ELSE NULL END, \
+           reserved_at = NOW_MS, locked_by = $2 \
+         FROM ranked WHERE keel_jobs.id = ranked.id \
+         RETURNING {returning}, keel_jobs.priority, keel_jobs.state",
+        returning = JOB_COLUMNS
+            .split(", ")
+            .map(|c| format!("keel_jobs.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
         .bind(worker)
-        .bind(now_ms)
         .bind(queue)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(start_now).unwrap_or(i64::MAX))
         .fetch_all(db.pool())
         .await?;
     // `RETURNING` gives no order; the loop starts jobs in the order it holds them.
-    let mut claimed = rows
+    let mut jobs = rows
         .iter()
-        .map(|row| Ok((row.try_get::<i32, _>("priority")?, decode(row, now_ms)?)))
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok((row.try_get::<i32, _>("priority")?, state, decode(row)?))
+        })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    claimed.sort_by(|(pa, a), (pb, b)| (pa, a.run_at, &a.id).cmp(&(pb, b.run_at, &b.id)));
-    Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    jobs.sort_by(|(pa, _, a), (pb, _, b)| (pa, a.run_at, &a.id).cmp(&(pb, b.run_at, &b.id)));
+    let mut claimed = Claimed::default();
+    for (_, state, mut job) in jobs {
+        if state == "running" {
+            claimed.running.push(job);
+        } else {
+            // It will run as the next attempt when started.
+            job.attempt += 1;
+            claimed.reserved.push(job);
+        }
+    }
+    Ok(claimed)
 }
 
-/// Makes the jobs of `queue` that are due (scheduled or retrying, `run_at` passed)
-/// available. Returns how many.
+/// Makes the jobs of `queue` that are due on the database's clock (scheduled or retrying,
+/// `run_at` passed) available. Returns how many.
 ///
 /// # Errors
 /// Fails when the database cannot answer.
-pub async fn stage(db: &Db, queue: &str, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+pub async fn stage(db: &Db, time: &DbTime, queue: &str) -> Result<u64, sqlx::Error> {
+    let sql = time.sql(
         "UPDATE keel_jobs SET state = 'available' \
-         WHERE queue = $1 AND state IN ('scheduled', 'retrying') AND run_at <= $2",
-    )
-    .bind(queue)
-    .bind(now.timestamp_millis())
-    .execute(db.pool())
-    .await?
-    .rows_affected())
+         WHERE queue = $2 AND state IN ('scheduled', 'retrying') AND run_at <= NOW_MS",
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(queue)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
 }
 
-fn decode(row: &AnyRow, started_at: i64) -> Result<ClaimedJob, sqlx::Error> {
+/// Reads a job row selected with [`JOB_COLUMNS`].
+///
+/// # Errors
+/// Fails when a column is missing or of another type.
+pub fn decode(row: &AnyRow) -> Result<ClaimedJob, sqlx::Error> {
     let attempt: i32 = row.try_get("attempt")?;
     let max_attempts: i32 = row.try_get("max_attempts")?;
+    let crashes: i32 = row.try_get("crashes")?;
+    let started_at: Option<i64> = row.try_get("started_at")?;
     Ok(ClaimedJob {
         id: row.try_get("id")?,
         queue: row.try_get("queue")?,
         job_type: row.try_get("job_type")?,
         payload: row.try_get("payload")?,
-        attempt: u32::try_from(attempt).unwrap_or(1),
+        attempt: u32::try_from(attempt).unwrap_or(0),
         max_attempts: u32::try_from(max_attempts).unwrap_or(1),
         idempotency_key: row.try_get("idempotency_key")?,
         correlation_id: row.try_get("correlation_id")?,
         causation_id: row.try_get("causation_id")?,
         enqueued_at: row.try_get("enqueued_at")?,
         run_at: row.try_get("run_at")?,
-        started_at,
+        started_at: started_at.unwrap_or_default(),
+        crashes: u32::try_from(crashes).unwrap_or(0),
     })
 }

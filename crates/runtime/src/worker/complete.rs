@@ -1,116 +1,101 @@
-//! Writing outcomes: one transaction per batch of finished attempts.
+//! The SQL of a job's state changes after its claim: starting a reserved job, writing an
+//! attempt's outcome, releasing what this process will not run.
 //!
-//! Each outcome updates its job only while this process still holds it (`locked_by` and
-//! state `running`) — a job rescued in the meantime is left to its new owner — and records
-//! the attempt with its own error, so a dead letter shows why every attempt failed. When the
-//! database is away, the batch is kept and retried: an outcome is never dropped.
+//! Every statement changes a job only while this process still owns it — `locked_by`, the
+//! state it expects and, for a running job, the attempt — so a job rescued or released in
+//! the meantime is left to its new owner, and a late outcome never lands on a newer attempt.
+//! Times that decide anything (`run_at`, `finished_at`) come from the database's clock.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
 
 use events::DbConn;
-use tokio::sync::{mpsc, watch};
+use sqlx::Row;
 
-use super::Shared;
+use super::claim::ClaimedJob;
 use super::execute::{Outcome, Verdict};
-use crate::alerts::Alert;
+use crate::db_time::DbTime;
 
-/// How many outcomes one transaction writes at most.
-const BATCH: usize = 256;
-
-/// Writes outcomes from `rx` until every sender is gone.
-///
-/// During shutdown a batch that still cannot be written after `shutdown_grace` is given up
-/// (logged): its jobs stay `running` and are rescued after `dead_after`, so the process can
-/// exit instead of hanging on a database that is gone. Returns whether every outcome was
-/// written.
-pub async fn run(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Outcome>,
-    shutdown: watch::Receiver<bool>,
-) -> bool {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut all_written = true;
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut delay = Duration::from_millis(50);
-        let mut failing_since: Option<tokio::time::Instant> = None;
-        loop {
-            match write(&shared, &batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                    if *shutdown.borrow() && since.elapsed() >= shared.config.shutdown_grace {
-                        tracing::error!(error = %e, outcomes = batch.len(), "giving up writing job outcomes at shutdown; their jobs will be rescued");
-                        all_written = false;
-                        break;
-                    }
-                    tracing::warn!(error = %e, outcomes = batch.len(), "writing job outcomes failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-        for outcome in &batch {
-            if let Verdict::Dead { error, .. } = &outcome.result {
-                raise_dead(&shared, &outcome.job, error);
-                super::execute::notify_dead(&shared, &outcome.job).await;
-            }
-        }
-        batch.clear();
-    }
-    all_written
-}
-
-fn raise_dead(shared: &Shared, job: &super::claim::ClaimedJob, error: &str) {
-    shared.alerts.raise(Alert {
-        kind: "job_dead",
-        subject: format!("{}/{}", job.queue, job.job_type),
-        message: format!(
-            "job {} ({} on {}) is dead after {} attempt(s): {error}",
-            job.id, job.job_type, job.queue, job.attempt
-        ),
-        detail: serde_json::json!({
-            "job_id": job.id,
-            "queue": job.queue,
-            "job_type": job.job_type,
-            "attempts": job.attempt,
-            "error": error,
-            "correlation_id": job.correlation_id,
-        }),
-    });
-}
-
-async fn write(shared: &Shared, batch: &[Outcome]) -> Result<(), sqlx::Error> {
-    let mut tx = shared.db.begin().await?;
-    let (completed, others): (Vec<&Outcome>, Vec<&Outcome>) = batch
-        .iter()
-        .partition(|o| matches!(o.result, Verdict::Completed { .. }));
-    // The common case in two statements per chunk, however many jobs finished.
-    for chunk in completed.chunks(COMPLETE_CHUNK) {
-        complete_chunk(&mut tx, &shared.worker_id, chunk).await?;
-    }
-    for outcome in others {
-        apply(&mut tx, &shared.worker_id, outcome).await?;
-    }
-    tx.commit().await
-}
-
-/// Completed jobs per statement (8 bound values per attempt row stay far below the
+/// Completed jobs per statement (6 bound values per attempt row stay far below the
 /// backends' parameter limits).
-const COMPLETE_CHUNK: usize = 200;
+pub const COMPLETE_CHUNK: usize = 200;
 
-/// Marks a chunk of jobs completed (those this worker still holds) and records their
-/// attempts, in one `UPDATE … RETURNING` and one multi-row `INSERT`.
-async fn complete_chunk(
+/// Starts reserved jobs: each becomes `running` and spends its attempt — unless it is no
+/// longer reserved by `worker` (released by a rescue meanwhile). Returns the started ones,
+/// with their attempt and start time as the database recorded them.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn start(
+    conn: &mut DbConn,
+    time: &DbTime,
+    worker: &str,
+    jobs: &[&ClaimedJob],
+) -> Result<HashMap<String, (u32, i64)>, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = time.sql(&format!(
+        "UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, started_at = NOW_MS \
+         WHERE locked_by = $2 AND state = 'reserved' AND id IN ({}) \
+         RETURNING id, attempt, started_at",
+        placeholders(3, jobs.len())
+    ));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(worker);
+    for job in jobs {
+        query = query.bind(job.id.as_str());
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let attempt: i32 = row.try_get("attempt")?;
+            Ok((
+                row.try_get("id")?,
+                (u32::try_from(attempt).unwrap_or(1), row.try_get("started_at")?),
+            ))
+        })
+        .collect()
+}
+
+/// Puts reserved jobs back in the queue, unspent. Returns how many were still reserved.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn release(
     conn: &mut DbConn,
     worker: &str,
+    jobs: &[&ClaimedJob],
+) -> Result<u64, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
+         WHERE locked_by = $1 AND state = 'reserved' AND id IN ({})",
+        placeholders(2, jobs.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(worker);
+    for job in jobs {
+        query = query.bind(job.id.as_str());
+    }
+    Ok(query.execute(&mut *conn).await?.rows_affected())
+}
+
+/// Marks a chunk of jobs completed (those this worker still holds at that attempt) and
+/// records their attempts, in one `UPDATE … RETURNING` and one multi-row `INSERT`. Returns
+/// how many were applied.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn complete_chunk(
+    conn: &mut DbConn,
+    time: &DbTime,
+    worker: &str,
     chunk: &[&Outcome],
-) -> Result<(), sqlx::Error> {
-    let finished_at = chunk
-        .iter()
-        .map(|o| o.finished_at)
-        .max()
-        .unwrap_or_default();
+) -> Result<usize, sqlx::Error> {
     // (id, attempt): a late outcome must never land on a newer attempt of the same job
     // (rescued meanwhile and claimed again by this very worker).
     let pairs = (0..chunk.len())
@@ -118,17 +103,17 @@ async fn complete_chunk(
         .collect::<Vec<_>>()
         .join(", ");
     // A join on the primary key, spelled out: given `(id, attempt) IN (…)` PostgreSQL's
-    // planner may walk `keel_jobs_running` instead, whose stale entries make every batch
+    // planner may walk a partial index instead, whose stale entries make every batch
     // slower until a vacuum.
-    let sql = format!(
+    let sql = time.sql(&format!(
         "WITH done(id, attempt) AS (VALUES {pairs}) \
-         UPDATE keel_jobs SET state = 'completed', finished_at = $1, locked_by = NULL \
+         UPDATE keel_jobs SET state = 'completed', finished_at = NOW_MS, locked_by = NULL \
          FROM done WHERE keel_jobs.id = done.id AND keel_jobs.attempt = done.attempt \
          AND keel_jobs.locked_by = $2 AND keel_jobs.state = 'running' \
          RETURNING keel_jobs.id"
-    );
+    ));
     let mut update = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(finished_at)
+        .bind(time.fixed())
         .bind(worker);
     for outcome in chunk {
         update = update
@@ -139,7 +124,7 @@ async fn complete_chunk(
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(|row| sqlx::Row::try_get::<String, _>(row, "id"))
+        .map(|row| row.try_get::<String, _>("id"))
         .collect::<Result<_, _>>()?;
     let rows: Vec<&&Outcome> = chunk.iter().filter(|o| held.contains(&o.job.id)).collect();
     if rows.len() < chunk.len() {
@@ -149,7 +134,7 @@ async fn complete_chunk(
         );
     }
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let values = (0..rows.len())
         .map(|i| {
@@ -171,7 +156,7 @@ async fn complete_chunk(
          VALUES {values}"
     );
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for outcome in rows {
+    for outcome in &rows {
         let detail = match &outcome.result {
             Verdict::Completed { detail } => detail.as_ref().map(ToString::to_string),
             _ => None,
@@ -185,68 +170,76 @@ async fn complete_chunk(
             .bind(detail);
     }
     insert.execute(&mut *conn).await?;
-    Ok(())
+    Ok(rows.len())
 }
 
-/// Applies one outcome on `conn`.
+/// Applies one outcome on `conn`. Returns whether it was applied (false: the job was taken
+/// from this worker meanwhile, and the outcome is dropped).
 ///
 /// # Errors
 /// Fails when the database does.
-pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result<(), sqlx::Error> {
+pub async fn apply(
+    conn: &mut DbConn,
+    time: &DbTime,
+    worker: &str,
+    outcome: &Outcome,
+) -> Result<bool, sqlx::Error> {
     let job = &outcome.job;
-    let (sql, run_at, error, detail, label) = match &outcome.result {
+    const HELD: &str = "WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6";
+    let (set, delay, error, detail, label) = match &outcome.result {
         Verdict::Completed { detail } => (
-            "UPDATE keel_jobs SET state = 'completed', finished_at = $1, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
+            "state = 'completed', finished_at = NOW_MS",
             None,
             None,
             detail.as_ref(),
             "completed",
         ),
         Verdict::Retry {
-            run_at,
+            delay,
             error,
             detail,
         } => (
-            "UPDATE keel_jobs SET state = 'retrying', run_at = $2, last_error = $5, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
-            Some(*run_at),
+            "state = 'retrying', run_at = NOW_MS + $2, last_error = $5",
+            Some(*delay),
             Some(error.as_str()),
             detail.as_ref(),
             "failed",
         ),
         Verdict::Dead { error, detail } => (
-            "UPDATE keel_jobs SET state = 'dead', finished_at = $1, last_error = $5, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
+            "state = 'dead', finished_at = NOW_MS, last_error = $5",
             None,
             Some(error.as_str()),
             detail.as_ref(),
             "dead",
         ),
         Verdict::Cancelled { error, detail } => (
-            "UPDATE keel_jobs SET state = 'cancelled', finished_at = $1, last_error = $5, locked_by = NULL \
-             WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6",
+            "state = 'cancelled', finished_at = NOW_MS, last_error = $5",
             None,
             Some(error.as_str()),
             detail.as_ref(),
             "cancelled",
         ),
-        Verdict::HandBack => {
-            sqlx::query(
-                "UPDATE keel_jobs SET state = 'available', attempt = attempt - 1, locked_by = NULL \
-                 WHERE id = $1 AND locked_by = $2 AND state = 'running' AND attempt = $3",
-            )
-            .bind(&job.id)
-            .bind(worker)
-            .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
-            .execute(&mut *conn)
-            .await?;
-            return Ok(());
-        }
+        // Not run after all: the attempt is given back, and the job waits a moment.
+        Verdict::Deferred { delay, error } => (
+            "state = 'retrying', run_at = NOW_MS + $2, attempt = attempt - 1, last_error = $5",
+            Some(*delay),
+            Some(error.as_str()),
+            None,
+            "deferred",
+        ),
+        Verdict::HandBack => (
+            "state = 'available', attempt = attempt - 1, reserved_at = NULL",
+            None,
+            None,
+            None,
+            "",
+        ),
     };
-    let updated = sqlx::query(sql)
-        .bind(outcome.finished_at)
-        .bind(run_at.unwrap_or(outcome.finished_at))
+    let sql = time.sql(&format!("UPDATE keel_jobs SET {set}, locked_by = NULL {HELD}"));
+    let delay_ms = delay.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
+    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(delay_ms)
         .bind(&job.id)
         .bind(worker)
         .bind(error)
@@ -255,52 +248,106 @@ pub async fn apply(conn: &mut DbConn, worker: &str, outcome: &Outcome) -> Result
         .await?
         .rows_affected();
     if updated == 0 {
-        tracing::warn!(job_id = %job.id, "job was taken from this worker before its outcome was written");
-        return Ok(());
+        if !label.is_empty() {
+            tracing::warn!(job_id = %job.id, "job was taken from this worker before its outcome was written");
+        }
+        return Ok(false);
+    }
+    if label.is_empty() {
+        return Ok(true);
     }
     record_attempt(
         conn,
-        &job.id,
-        job.attempt,
-        worker,
-        job.started_at,
-        outcome.finished_at,
-        label,
-        error,
-        detail,
+        &AttemptRow {
+            job_id: &job.id,
+            attempt: job.attempt,
+            worker,
+            started_at: job.started_at,
+            finished_at: outcome.finished_at,
+            outcome: label,
+            error,
+            detail,
+        },
     )
-    .await
+    .await?;
+    Ok(true)
+}
+
+/// Dead-letters a running job whose outcome could not be written (a row the database
+/// refuses), with the reason, so it neither blocks other outcomes nor vanishes.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn dead_letter_unwritable(
+    conn: &mut DbConn,
+    time: &DbTime,
+    worker: &str,
+    job: &ClaimedJob,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = time.sql(
+        "UPDATE keel_jobs SET state = 'dead', finished_at = NOW_MS, last_error = $2, \
+         locked_by = NULL WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $5",
+    );
+    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(reason)
+        .bind(&job.id)
+        .bind(worker)
+        .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(updated == 1)
+}
+
+/// One row of `keel_job_attempts`.
+#[derive(Debug)]
+pub struct AttemptRow<'a> {
+    /// The job.
+    pub job_id: &'a str,
+    /// Which attempt.
+    pub attempt: u32,
+    /// Who ran it.
+    pub worker: &'a str,
+    /// When it started (ms).
+    pub started_at: i64,
+    /// When it ended (ms).
+    pub finished_at: i64,
+    /// `completed`, `failed`, `dead`, `cancelled`, `deferred`, `lost`, …
+    pub outcome: &'a str,
+    /// Its own error.
+    pub error: Option<&'a str>,
+    /// Facts about it.
+    pub detail: Option<&'a serde_json::Value>,
 }
 
 /// Records one attempt of a job.
 ///
 /// # Errors
 /// Fails when the database does.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_attempt(
-    conn: &mut DbConn,
-    job_id: &str,
-    attempt: u32,
-    worker: &str,
-    started_at: i64,
-    finished_at: i64,
-    outcome: &str,
-    error: Option<&str>,
-    detail: Option<&serde_json::Value>,
-) -> Result<(), sqlx::Error> {
+pub async fn record_attempt(conn: &mut DbConn, row: &AttemptRow<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO keel_job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(job_id)
-    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-    .bind(worker)
-    .bind(started_at)
-    .bind(finished_at)
-    .bind(outcome)
-    .bind(error)
-    .bind(detail.map(ToString::to_string))
+    .bind(row.job_id)
+    .bind(i32::try_from(row.attempt).unwrap_or(i32::MAX))
+    .bind(row.worker)
+    .bind(row.started_at)
+    .bind(row.finished_at)
+    .bind(row.outcome)
+    .bind(row.error)
+    .bind(row.detail.map(ToString::to_string))
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

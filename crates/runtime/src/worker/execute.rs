@@ -3,8 +3,9 @@
 //! into an [`Outcome`]. Nothing here can take the worker down.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use events::context::CorrelationId;
 use events::jobs::FailureKind;
 use events::{JobContext, JobError, TraceContext};
@@ -19,7 +20,9 @@ use super::claim::ClaimedJob;
 pub struct Outcome {
     /// The job.
     pub job: ClaimedJob,
-    /// When the attempt ended (ms).
+    /// When the attempt ended (ms): its database start time plus how long it ran, measured
+    /// on this process's monotonic clock — no wall clock involved (under a test's stand-in
+    /// for the database's clock, that clock's reading).
     pub finished_at: i64,
     /// The new state and what to record.
     pub result: Verdict,
@@ -33,10 +36,10 @@ pub enum Verdict {
         /// Facts about the attempt.
         detail: Option<serde_json::Value>,
     },
-    /// Failed; runs again at `run_at`.
+    /// Failed; runs again after `delay` (counted on the database's clock when written).
     Retry {
-        /// Next try (ms).
-        run_at: i64,
+        /// The backoff before the next try.
+        delay: Duration,
         /// Why it failed.
         error: String,
         /// Facts about the attempt.
@@ -56,9 +59,20 @@ pub enum Verdict {
         /// Facts about the attempt.
         detail: Option<serde_json::Value>,
     },
+    /// Could not really run (no database connection in time): the attempt is given back and
+    /// the job waits `delay`.
+    Deferred {
+        /// How long it waits.
+        delay: Duration,
+        /// Why.
+        error: String,
+    },
     /// Not finished at shutdown: back to the queue without spending the attempt.
     HandBack,
 }
+
+/// How long a deferred job waits before it is tried again.
+const DEFER_FOR: Duration = Duration::from_secs(1);
 
 /// Runs one attempt of `job` and says what became of it.
 pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
@@ -72,10 +86,11 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
         correlation_id = %job.correlation_id,
         causation_id = job.causation_id.as_deref().unwrap_or(""),
     );
+    let began = Instant::now();
     let result = run(&shared, &job, policy.timeout)
         .instrument(span.clone())
         .await;
-    let now = shared.clock.now();
+    let ran_for = i64::try_from(began.elapsed().as_millis()).unwrap_or(i64::MAX / 4);
     let result = match result {
         Ok(detail) => Verdict::Completed { detail },
         Err(e) => {
@@ -87,12 +102,11 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
             match kind {
                 FailureKind::Retry if job.attempt < job.max_attempts => {
                     let delay = policy.delay_after(job.attempt);
-                    let run_at = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
                     span.in_scope(|| {
                         tracing::warn!(error = %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed");
                     });
                     Verdict::Retry {
-                        run_at: run_at.timestamp_millis(),
+                        delay,
                         error: reason,
                         detail,
                     }
@@ -111,10 +125,21 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
                         detail,
                     }
                 }
+                FailureKind::Deferred => {
+                    span.in_scope(|| tracing::warn!(error = %reason, "attempt deferred; not spent"));
+                    Verdict::Deferred {
+                        delay: DEFER_FOR,
+                        error: reason,
+                    }
+                }
             }
         }
     };
-    let finished_at = now.timestamp_millis();
+    // A test standing in for the database's clock measures durations on it too.
+    let finished_at = shared
+        .time
+        .fixed()
+        .unwrap_or_else(|| job.started_at.saturating_add(ran_for));
     record_metrics(&job, finished_at, &result);
     Outcome {
         job,
@@ -134,6 +159,7 @@ fn record_metrics(job: &ClaimedJob, finished_at: i64, result: &Verdict) {
         Verdict::Retry { .. } => "keel_jobs_failed_total",
         Verdict::Dead { .. } => "keel_jobs_dead_total",
         Verdict::Cancelled { .. } => "keel_jobs_cancelled_total",
+        Verdict::Deferred { .. } => "keel_jobs_deferred_total",
         Verdict::HandBack => return,
     };
     metrics::counter!(outcome, &labels).increment(1);
@@ -210,8 +236,10 @@ pub fn context_of(job: &ClaimedJob, timeout: std::time::Duration) -> Result<JobC
     })
 }
 
-/// Tells the job's handler it was dead-lettered (see [`events::JobHandler::dead_lettered`]).
-pub async fn notify_dead(shared: &Shared, job: &ClaimedJob) {
+/// Tells the job's handler it was dead-lettered (see [`events::JobHandler::dead_lettered`])
+/// — after the dead letter is committed, on a task of its own and under the queue's timeout,
+/// so module code never holds up the runtime's writers.
+pub fn after_dead(shared: &Shared, job: &ClaimedJob) {
     let Some(handler) = shared.registry.handler(&job.job_type) else {
         return;
     };
@@ -219,8 +247,14 @@ pub async fn notify_dead(shared: &Shared, job: &ClaimedJob) {
     let Ok(ctx) = context_of(job, timeout) else {
         return;
     };
-    let trace = ctx.trace.clone();
-    trace.scope(handler.dead_lettered(&ctx)).await;
+    let job_id = job.id.clone();
+    tokio::spawn(async move {
+        let trace = ctx.trace.clone();
+        let hook = trace.scope(async move { handler.dead_lettered(&ctx).await });
+        if tokio::time::timeout(timeout, hook).await.is_err() {
+            tracing::warn!(%job_id, timeout_ms = timeout.as_millis() as u64, "dead_lettered hook timed out");
+        }
+    });
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

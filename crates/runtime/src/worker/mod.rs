@@ -1,9 +1,14 @@
 //! Worker processes: one loop per queue claims jobs up to the queue's concurrency, runs
-//! them, and hands their outcomes to a batching writer.
+//! them, and hands their state changes to a batching writer.
 //!
 //! A loop sleeps until it is woken (an enqueue in this process, a PostgreSQL `NOTIFY`, a
 //! finished job freeing a slot) or its fallback poll comes due — so an idle worker costs
 //! next to nothing, and a new job starts within milliseconds.
+//!
+//! Who owns a job when: `available` in the queue → `reserved` by a process that claimed it
+//! ahead (held in its memory, no attempt spent) → `running` once a task starts it (the
+//! attempt is spent, on the database's clock) → an outcome. See ARCHITECTURE.md,
+//! "Liveness".
 //!
 //! On shutdown a loop stops claiming, lets in-flight jobs finish within the grace period,
 //! and hands the rest back without spending their attempt.
@@ -11,7 +16,11 @@
 pub mod claim;
 pub mod complete;
 pub mod execute;
-pub mod maintenance;
+pub mod heartbeat;
+pub mod leader;
+pub mod prune;
+pub mod rescue;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -20,12 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use events::{Clock, Db};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use self::claim::ClaimedJob;
 use self::execute::{Outcome, Verdict};
+use self::heartbeat::Liveness;
+use self::writer::Write;
 use crate::alerts::AlertSink;
+use crate::db_time::DbTime;
 use crate::policy::RuntimeConfig;
 use crate::registry::Registry;
 use crate::wake::Wakers;
@@ -37,8 +49,7 @@ const CLAIM_BATCH: usize = 128;
 /// come in batches big enough to amortize their statement.
 const AHEAD_PER_SLOT: usize = 8;
 /// A job claimed ahead and not started within this long goes back to the queue unspent, so
-/// a busy replica never sits on work another could run, and no job waits in memory for
-/// anything close to its timeout (which the rescue of lost attempts counts from its claim).
+/// a busy replica never sits on work another could run.
 const AHEAD_MAX_WAIT: Duration = Duration::from_secs(2);
 /// How long a queue claims only for free slots after a job claimed ahead went back unused.
 const AHEAD_PAUSE: Duration = Duration::from_secs(30);
@@ -46,12 +57,18 @@ const AHEAD_PAUSE: Duration = Duration::from_secs(30);
 /// What every worker task shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The database.
+    /// The database handlers and the HTTP edge use.
     pub db: Db,
-    /// A small pool of its own for heartbeats, the lease and rescue, so busy job handlers
-    /// holding every connection of `db` never make a live worker look dead.
+    /// The runtime's own connections for claims and the writer, so handlers holding every
+    /// connection of `db` never hold up a claim or an outcome.
+    pub work: Db,
+    /// The maintenance leader's connections (lease, rescue, statistics, pruning).
     pub control: Db,
-    /// Injected time.
+    /// The heartbeat's own connection: nothing else can delay it.
+    pub beat: Db,
+    /// The database's clock.
+    pub time: DbTime,
+    /// Injected time (this process's clock).
     pub clock: Arc<dyn Clock>,
     /// Queues and timing.
     pub config: Arc<RuntimeConfig>,
@@ -63,6 +80,8 @@ pub struct Shared {
     pub alerts: Arc<dyn AlertSink>,
     /// This process's worker id (stored in `locked_by` and `keel_workers`).
     pub worker_id: String,
+    /// Whether this process may claim and start jobs (self-fencing).
+    pub liveness: Liveness,
 }
 
 /// A running set of queue loops; [`WorkerPool::shutdown`] stops them gracefully.
@@ -71,43 +90,41 @@ pub struct WorkerPool {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     writer: tokio::task::JoinHandle<bool>,
-    stop_heartbeat: watch::Sender<bool>,
+    stop_liveness: watch::Sender<bool>,
     heartbeat: tokio::task::JoinHandle<()>,
+    leader: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
 }
 
 impl WorkerPool {
     /// Registers this process and starts one loop per queue in `queues`, plus the
-    /// heartbeat/maintenance task and the outcome writer.
+    /// heartbeat, the maintenance leader and the writer.
     ///
     /// # Errors
     /// Fails when the worker cannot register (the database is down at start).
     pub async fn start(shared: Arc<Shared>, queues: Vec<String>) -> Result<Self, sqlx::Error> {
-        maintenance::register(&shared, &queues).await?;
+        heartbeat::register(&shared, &queues).await?;
         let (shutdown, rx) = watch::channel(false);
-        let (outcomes, outcome_rx) = mpsc::channel(4096);
+        let (writes, write_rx) = mpsc::channel(4096);
         let mut tasks = JoinSet::new();
         for queue in queues {
-            tasks.spawn(queue_loop(
-                shared.clone(),
-                queue,
-                rx.clone(),
-                outcomes.clone(),
-            ));
+            tasks.spawn(queue_loop(shared.clone(), queue, rx.clone(), writes.clone()));
         }
-        drop(outcomes);
-        let writer = tokio::spawn(complete::run(shared.clone(), outcome_rx, rx));
+        drop(writes);
+        let writer = tokio::spawn(writer::run(shared.clone(), write_rx, rx));
         // Heartbeats go on until the queue loops have finished or handed back their jobs,
         // so nothing still running during the grace period looks abandoned.
-        let (stop_heartbeat, heartbeat_rx) = watch::channel(false);
-        let heartbeat = tokio::spawn(maintenance::run(shared.clone(), heartbeat_rx));
+        let (stop_liveness, liveness_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), liveness_rx.clone()));
+        let leader = tokio::spawn(leader::run(shared.clone(), liveness_rx));
         tracing::info!(worker_id = %shared.worker_id, "workers started");
         Ok(Self {
             shutdown,
             tasks,
             writer,
-            stop_heartbeat,
+            stop_liveness,
             heartbeat,
+            leader,
             shared,
         })
     }
@@ -117,28 +134,30 @@ impl WorkerPool {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
-        // The queue loops are done, so every outcome sender is gone and the writer ends.
+        // The queue loops are done, so every write sender is gone and the writer ends.
         let all_written = self.writer.await.unwrap_or(false);
-        let _ = self.stop_heartbeat.send(true);
+        let _ = self.stop_liveness.send(true);
         let _ = self.heartbeat.await;
+        let _ = self.leader.await;
         if !all_written {
             // Some jobs are still `running` under this worker: leave it registered (silent
             // soon) so the leader rescues them after `dead_after`.
             tracing::warn!(worker_id = %self.shared.worker_id, "stopped with unwritten outcomes");
             return;
         }
-        if let Err(e) = maintenance::deregister(&self.shared).await {
+        if let Err(e) = heartbeat::deregister(&self.shared).await {
             tracing::warn!(error = %e, "could not mark this worker stopped");
         }
         tracing::info!(worker_id = %self.shared.worker_id, "workers stopped");
     }
 
-    /// Runs one heartbeat/maintenance round now (tests drive rescue with it).
+    /// Runs one heartbeat and one maintenance round now (tests drive rescue with it).
     ///
     /// # Errors
-    /// Fails when the database does.
+    /// The heartbeat's failure, or the first maintenance step that failed.
     pub async fn maintain_now(&self) -> Result<(), sqlx::Error> {
-        maintenance::once(&self.shared).await
+        heartbeat::beat(&self.shared).await?;
+        leader::round(&self.shared).await
     }
 }
 
@@ -146,7 +165,7 @@ async fn queue_loop(
     shared: Arc<Shared>,
     queue: String,
     mut shutdown: watch::Receiver<bool>,
-    outcomes: mpsc::Sender<Outcome>,
+    writes: mpsc::Sender<Write>,
 ) {
     let Some(wake) = shared.wakers.get(&queue) else {
         tracing::error!(%queue, "no wake-up signal for queue; not starting it");
@@ -171,9 +190,21 @@ async fn queue_loop(
             break;
         }
         while running.try_join_next().is_some() {}
-        for stale in local.take_stale() {
+        if shared.liveness.is_fenced() {
+            // Fenced: claim nothing, start nothing, and give back what is held unspent;
+            // the heartbeat wakes this loop when it rejoins.
+            release(&writes, local.take_ahead()).await;
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(shared.config.heartbeat_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let stale = local.take_stale();
+        if !stale.is_empty() {
             ahead_paused_until = Some(Instant::now() + AHEAD_PAUSE);
-            hand_back(&outcomes, stale).await;
+            release(&writes, stale).await;
         }
         let ahead_now = match ahead_paused_until {
             Some(until) if Instant::now() < until => 0,
@@ -184,12 +215,14 @@ async fn queue_loop(
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 break;
             };
-            let Some(job) = local.pop() else { break };
+            let Some(job) = local.pop(&shared.liveness) else {
+                break;
+            };
             running.spawn(run_jobs(
                 shared.clone(),
                 local.clone(),
-                outcomes.clone(),
-                job,
+                writes.clone(),
+                Slot::Reserved(job),
                 permit,
             ));
         }
@@ -205,27 +238,45 @@ async fn queue_loop(
             }
             continue;
         }
-        let now = shared.clock.now();
         let limit = (free + ahead_now)
             .saturating_sub(buffered)
             .clamp(1, CLAIM_BATCH);
-        match claim::claim(&shared.db, &queue, &shared.worker_id, now, limit).await {
-            Ok(jobs) => {
+        let claimed = claim::claim(
+            &shared.work,
+            &shared.time,
+            &queue,
+            &shared.worker_id,
+            limit,
+            free.min(limit),
+        )
+        .await;
+        match claimed {
+            Ok(claimed) => {
                 failures = 0;
-                let claim_full = jobs.len() == limit;
-                let claimed_any = !jobs.is_empty();
-                local.push(jobs);
+                let claim_full = claimed.running.len() + claimed.reserved.len() == limit;
+                let claimed_any = !claimed.running.is_empty() || !claimed.reserved.is_empty();
+                // Jobs claimed as running spent their attempt already: start them now.
+                for job in claimed.running {
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    local.track(&job);
+                    running.spawn(run_jobs(
+                        shared.clone(),
+                        local.clone(),
+                        writes.clone(),
+                        Slot::Started(job),
+                        permit,
+                    ));
+                }
+                local.push(claimed.reserved);
                 // Stage when the queue may have run dry, and at least once a poll interval,
                 // so retries coming due are not starved by a long backlog. After the claim:
-                // a fresh job never waits for this round trip (the loop starts it first
-                // when nothing is running yet).
-                if claimed_any && running.is_empty() {
-                    continue;
-                }
+                // a fresh job never waits for this round trip.
                 let mut staged = 0;
                 if !claim_full || last_stage.elapsed() >= shared.config.poll_interval {
                     last_stage = tokio::time::Instant::now();
-                    match claim::stage(&shared.db, &queue, now).await {
+                    match claim::stage(&shared.work, &shared.time, &queue).await {
                         Ok(n) => staged = n,
                         Err(e) => tracing::warn!(%queue, error = %e, "staging due jobs failed"),
                     }
@@ -254,7 +305,7 @@ async fn queue_loop(
         }
     }
     // Shutdown: nothing more is taken from memory; in-flight jobs finish within the grace
-    // period; the rest — still running, or claimed ahead and never started — go back.
+    // period; the rest go back — reserved ones released, running ones handed back unspent.
     local.stopping.store(true, Ordering::SeqCst);
     let grace = tokio::time::sleep(shared.config.shutdown_grace);
     tokio::pin!(grace);
@@ -266,17 +317,36 @@ async fn queue_loop(
     }
     running.abort_all();
     while running.join_next().await.is_some() {}
-    for job in local.drain_unfinished() {
+    release(&writes, local.take_ahead()).await;
+    for job in local.take_running() {
         tracing::debug!(job_id = %job.id, "handing back an unfinished job");
-        hand_back(&outcomes, job).await;
+        // A task aborted while its start was being written may hold a job that is still
+        // reserved or already running: each write applies only in the state it expects.
+        let _ = writes
+            .send(Write::Outcome(Outcome {
+                job: job.clone(),
+                finished_at: 0,
+                result: Verdict::HandBack,
+            }))
+            .await;
+        let _ = writes.send(Write::Release(job)).await;
     }
+}
+
+/// How a slot's first job arrives.
+enum Slot {
+    /// Claimed as running: its attempt is spent.
+    Started(ClaimedJob),
+    /// Reserved: start it (spend its attempt) before running it.
+    Reserved(ClaimedJob),
 }
 
 /// A queue loop's jobs in this process: claimed ahead and waiting, or running.
 struct Local {
-    /// Claimed, not started yet, oldest first, with when they were claimed.
+    /// Reserved, not started yet, oldest first, with when they were claimed.
     ahead: Mutex<VecDeque<(Instant, ClaimedJob)>>,
-    /// Started and not finished, for the hand-back at shutdown.
+    /// Taken by a task (starting or running) and not finished, for the hand-back at
+    /// shutdown.
     running: Mutex<HashMap<String, ClaimedJob>>,
     /// Told when the jobs ahead fall below `low_water`.
     refill: Notify,
@@ -310,15 +380,20 @@ impl Local {
         lock(&self.ahead).len()
     }
 
-    /// The next job to start (now counted as running), unless shutting down; wakes the
-    /// loop when running low.
-    fn pop(&self) -> Option<ClaimedJob> {
-        if self.stopping.load(Ordering::SeqCst) {
+    /// Notes a job a task is about to run.
+    fn track(&self, job: &ClaimedJob) {
+        lock(&self.running).insert(job.id.clone(), job.clone());
+    }
+
+    /// The next reserved job to start (now tracked as taken), unless shutting down or
+    /// fenced; wakes the loop when running low.
+    fn pop(&self, liveness: &Liveness) -> Option<ClaimedJob> {
+        if self.stopping.load(Ordering::SeqCst) || liveness.is_fenced() {
             return None;
         }
         let mut ahead = lock(&self.ahead);
         let (_, next) = ahead.pop_front()?;
-        lock(&self.running).insert(next.id.clone(), next.clone());
+        self.track(&next);
         if ahead.len() < self.low_water {
             self.refill.notify_one();
         }
@@ -340,53 +415,80 @@ impl Local {
         stale
     }
 
+    /// Every reserved job held in memory.
+    fn take_ahead(&self) -> Vec<ClaimedJob> {
+        lock(&self.ahead).drain(..).map(|(_, job)| job).collect()
+    }
+
     fn finished(&self, id: &str) {
         lock(&self.running).remove(id);
     }
 
-    /// Every job claimed and not finished: waiting in memory, or started.
-    fn drain_unfinished(&self) -> Vec<ClaimedJob> {
-        let mut jobs: Vec<ClaimedJob> = lock(&self.ahead).drain(..).map(|(_, job)| job).collect();
-        jobs.extend(lock(&self.running).drain().map(|(_, job)| job));
-        jobs
+    /// Every job a task took and did not finish.
+    fn take_running(&self) -> Vec<ClaimedJob> {
+        lock(&self.running).drain().map(|(_, job)| job).collect()
     }
 }
 
-/// Runs `job`, then whatever is waiting in memory, on one slot.
+/// Runs the slot's first job, then whatever is waiting in memory, on one slot.
 async fn run_jobs(
     shared: Arc<Shared>,
     local: Arc<Local>,
-    outcomes: mpsc::Sender<Outcome>,
-    mut job: ClaimedJob,
+    writes: mpsc::Sender<Write>,
+    first: Slot,
     permit: OwnedSemaphorePermit,
 ) {
+    let mut next = match first {
+        Slot::Started(job) => Some(job),
+        Slot::Reserved(job) => start(&writes, &local, job).await,
+    };
     loop {
-        // The attempt starts now, not when it was claimed ahead.
-        job.started_at = shared.clock.now().timestamp_millis();
-        let id = job.id.clone();
-        let outcome = execute::execute(shared.clone(), job).await;
-        // Send before leaving `running`: a task aborted at shutdown between the two is
-        // then handed back (a no-op once its outcome is written) rather than left `running`
-        // for a rescue that spends an attempt.
-        let _ = outcomes.send(outcome).await;
-        local.finished(&id);
-        match local.pop() {
-            Some(next) => job = next,
+        if let Some(job) = next.take() {
+            let id = job.id.clone();
+            let outcome = execute::execute(shared.clone(), job).await;
+            // Send before leaving `running`: a task aborted at shutdown between the two is
+            // then handed back (a no-op once its outcome is written) rather than left
+            // `running` for a rescue.
+            let _ = writes.send(Write::Outcome(outcome)).await;
+            local.finished(&id);
+        }
+        match local.pop(&shared.liveness) {
+            // Its start goes to the writer together with the outcome just sent.
+            Some(job) => next = start(&writes, &local, job).await,
             None => break,
         }
     }
     drop(permit);
 }
 
-/// Returns a job this loop will not finish to the queue, without spending its attempt.
-async fn hand_back(outcomes: &mpsc::Sender<Outcome>, job: ClaimedJob) {
-    let _ = outcomes
-        .send(Outcome {
-            job,
-            finished_at: 0,
-            result: Verdict::HandBack,
-        })
-        .await;
+/// Starts a reserved job through the writer: spends its attempt on the database's clock.
+/// `None` when it is no longer this process's to start (released by a rescue meanwhile).
+async fn start(
+    writes: &mpsc::Sender<Write>,
+    local: &Local,
+    job: ClaimedJob,
+) -> Option<ClaimedJob> {
+    let id = job.id.clone();
+    let (reply, answer) = oneshot::channel();
+    let started = match writes.send(Write::Start(job, reply)).await {
+        Ok(()) => answer.await.ok().flatten(),
+        Err(_) => None,
+    };
+    match &started {
+        Some(job) => local.track(job),
+        None => {
+            tracing::debug!(job_id = %id, "a reserved job was not started: no longer held");
+            local.finished(&id);
+        }
+    }
+    started
+}
+
+/// Puts reserved jobs this loop will not start back in the queue, unspent.
+async fn release(writes: &mpsc::Sender<Write>, jobs: Vec<ClaimedJob>) {
+    for job in jobs {
+        let _ = writes.send(Write::Release(job)).await;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
