@@ -62,7 +62,9 @@ impl Application {
             WorkerMode::None => Vec::new(),
             WorkerMode::Queues(q) => q.clone(),
         };
-        settings.fit_pool(&worked, serve_http)?;
+        if let Some(warning) = settings.fit_pool(&worked, serve_http) {
+            tracing::warn!("{warning}");
+        }
         let wired = wiring::wire(&settings, clock).await?;
         wired.migrate().await.context("applying migrations")?;
         let (listener, address) = if serve_http {

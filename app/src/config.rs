@@ -312,12 +312,11 @@ impl Settings {
     /// Sizes the pool for what this process runs: one connection for each job that may run
     /// at once on the queues it works, plus [`HTTP_CONNECTIONS`] when it serves the API —
     /// so a handler never waits for a connection that busy neighbours hold. Derived when
-    /// `[database] max_connections` is unset; a set value too small to work is refused,
-    /// naming what to set.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for a `max_connections` below what the queues need.
-    pub fn fit_pool(&mut self, queues: &[String], serve_http: bool) -> Result<(), ConfigError> {
+    /// `[database] max_connections` is unset. A set value is honoured (it may be a limit the
+    /// database imposes); when it is smaller than that, the answer is the warning to log:
+    /// jobs will then wait for connections — deferred without spending an attempt, never
+    /// failed — and it says what to set.
+    pub fn fit_pool(&mut self, queues: &[String], serve_http: bool) -> Option<String> {
         let jobs: usize = queues
             .iter()
             .filter_map(|q| self.runtime.queues.get(q))
@@ -327,24 +326,29 @@ impl Settings {
         let needed = u32::try_from(jobs + http).unwrap_or(u32::MAX).max(2);
         if !self.max_connections_set {
             self.max_connections = needed;
-            return Ok(());
+            return None;
         }
-        if self.max_connections < needed {
+        (self.max_connections < needed).then(|| {
             let per_queue = queues
                 .iter()
-                .filter_map(|q| self.runtime.queues.get(q).map(|p| format!("{q} {}", p.concurrency)))
+                .filter_map(|q| {
+                    self.runtime
+                        .queues
+                        .get(q)
+                        .map(|p| format!("{q} {}", p.concurrency))
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(ConfigError::Invalid {
-                key: "database.max_connections".into(),
-                message: format!(
-                    "{} cannot serve {jobs} jobs at once ({per_queue}){}: set database.max_connections to at least {needed}, or lower [queues.<name>] concurrency",
-                    self.max_connections,
-                    if serve_http { format!(" plus {HTTP_CONNECTIONS} for HTTP requests") } else { String::new() },
-                ),
-            });
-        }
-        Ok(())
+            format!(
+                "database.max_connections = {} is below the {needed} that {jobs} jobs at once ({per_queue}){} may use: jobs will wait for connections (deferred, no attempt spent); set database.max_connections = {needed}, or lower [queues.<name>] concurrency",
+                self.max_connections,
+                if serve_http {
+                    format!(" plus {HTTP_CONNECTIONS} for HTTP requests")
+                } else {
+                    String::new()
+                },
+            )
+        })
     }
 
     /// Loads `keel.toml` (the given path, else `./keel.toml` when it exists) and applies
@@ -629,6 +633,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queues.emails.jitter"), "{e}");
+    }
+
+    #[test]
+    fn the_pool_follows_concurrency_unless_set_and_a_small_set_pool_is_warned_about() {
+        let mut derived = Settings::from_toml(
+            "[queues.webhooks]\nconcurrency = 20\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        let queues: Vec<String> = derived.runtime.queues.keys().cloned().collect();
+        let jobs: usize = derived.runtime.queues.values().map(|p| p.concurrency).sum();
+        assert_eq!(derived.fit_pool(&queues, true), None);
+        assert_eq!(derived.max_connections as usize, jobs + HTTP_CONNECTIONS);
+        assert_eq!(derived.fit_pool(&["webhooks".to_owned()], false), None);
+        assert_eq!(derived.max_connections, 20);
+
+        let mut set =
+            Settings::from_toml("[database]\nmax_connections = 10\n", &Overrides::default())
+                .unwrap();
+        let warning = set.fit_pool(&["webhooks".to_owned()], true).unwrap();
+        assert!(
+            warning.contains("database.max_connections = 20"),
+            "{warning}"
+        );
+        assert_eq!(set.max_connections, 10, "a set value is honoured");
+        assert_eq!(set.fit_pool(&[], true), None);
     }
 
     #[test]

@@ -75,10 +75,7 @@ impl AppOptions {
     /// The `keel.toml` these options stand for, on `database_url`, listening on `listen`.
     pub fn toml(&self, database_url: &str, listen: &str, mail_dir: &Path) -> String {
         let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "[database]\nurl = {database_url:?}\n"
-        );
+        let _ = writeln!(t, "[database]\nurl = {database_url:?}\n");
         let _ = writeln!(
             t,
             "[http]\nlisten = {listen:?}\nadmin_token = {ADMIN_TOKEN:?}"

@@ -107,9 +107,10 @@ async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, Api
         metrics::gauge!("keel_queue_oldest_ready_age_seconds", "queue" => s.queue.clone())
             .set(s.oldest_ready_age_seconds.unwrap_or(0.0));
     }
-    let alive = runtime::admin::workers_alive(runtime.db(), runtime.time(), runtime.config().dead_after)
-        .await
-        .map_err(runtime_error)?;
+    let alive =
+        runtime::admin::workers_alive(runtime.db(), runtime.time(), runtime.config().dead_after)
+            .await
+            .map_err(runtime_error)?;
     metrics::gauge!("keel_workers_alive").set(alive as f64);
     Ok((
         [(

@@ -134,10 +134,10 @@ pub async fn workers_alive(
         "SELECT COUNT(*) AS n FROM keel_workers WHERE stopped_at IS NULL AND heartbeat_at >= NOW_MS - $2",
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-    .bind(time.fixed())
-    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX / 4))
-    .fetch_one(db.pool())
-    .await?;
+        .bind(time.fixed())
+        .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX / 4))
+        .fetch_one(db.pool())
+        .await?;
     Ok(sum(&row, "n")?)
 }
 
@@ -165,9 +165,9 @@ pub async fn throughput(db: &Db, time: &DbTime) -> Result<Vec<Throughput>, Runti
          GROUP BY queue ORDER BY queue",
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-    .bind(time.fixed())
-    .fetch_all(db.pool())
-    .await?;
+        .bind(time.fixed())
+        .fetch_all(db.pool())
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(Throughput {
@@ -330,11 +330,7 @@ pub(crate) fn decode_attempt(row: &sqlx::any::AnyRow) -> Result<AttemptRecord, s
 ///
 /// # Errors
 /// Fails when the database does.
-pub async fn replay(
-    db: &Db,
-    ids: &[String],
-    time: &DbTime,
-) -> Result<Vec<String>, RuntimeError> {
+pub async fn replay(db: &Db, ids: &[String], time: &DbTime) -> Result<Vec<String>, RuntimeError> {
     let mut replayed = Vec::new();
     let mut tx = db.begin().await?;
     let sql = time.sql(
@@ -344,11 +340,11 @@ pub async fn replay(
     );
     for id in ids {
         let n = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(time.fixed())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+            .bind(time.fixed())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if n == 1 {
             replayed.push(id.clone());
         }

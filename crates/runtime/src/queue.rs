@@ -114,12 +114,12 @@ impl JobQueue for SqlJobQueue {
              ON CONFLICT (handler, key) DO NOTHING",
         );
         let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(self.time.fixed())
-        .bind(handler)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+            .bind(self.time.fixed())
+            .bind(handler)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         Ok(inserted == 1)
     }
 }

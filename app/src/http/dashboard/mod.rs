@@ -281,7 +281,8 @@ async fn overview(State(d): State<Dashboard>, Extension(viewer): Extension<Viewe
     let result = async {
         let stats = runtime::admin::queue_stats(rt.db(), rt.time(), &names).await?;
         let throughput = runtime::admin::throughput(rt.db(), rt.time()).await?;
-        let alive = runtime::admin::workers_alive(rt.db(), rt.time(), rt.config().dead_after).await?;
+        let alive =
+            runtime::admin::workers_alive(rt.db(), rt.time(), rt.config().dead_after).await?;
         Ok::<_, RuntimeError>((stats, throughput, alive))
     }
     .await;

@@ -54,7 +54,10 @@ pub async fn start(
             let attempt: i32 = row.try_get("attempt")?;
             Ok((
                 row.try_get("id")?,
-                (u32::try_from(attempt).unwrap_or(1), row.try_get("started_at")?),
+                (
+                    u32::try_from(attempt).unwrap_or(1),
+                    row.try_get("started_at")?,
+                ),
             ))
         })
         .collect()
@@ -235,7 +238,9 @@ pub async fn apply(
             "",
         ),
     };
-    let sql = time.sql(&format!("UPDATE keel_jobs SET {set}, locked_by = NULL {HELD}"));
+    let sql = time.sql(&format!(
+        "UPDATE keel_jobs SET {set}, locked_by = NULL {HELD}"
+    ));
     let delay_ms = delay.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
     let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())

@@ -126,7 +126,9 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
                     }
                 }
                 FailureKind::Deferred => {
-                    span.in_scope(|| tracing::warn!(error = %reason, "attempt deferred; not spent"));
+                    span.in_scope(
+                        || tracing::warn!(error = %reason, "attempt deferred; not spent"),
+                    );
                     Verdict::Deferred {
                         delay: DEFER_FOR,
                         error: reason,

@@ -136,9 +136,9 @@ pub async fn beat(shared: &Shared) -> Result<(), sqlx::Error> {
     // A process declared silent (say, through a long database outage) that is alive after
     // all comes back: its rescued jobs are no longer its own, and its new claims must not be
     // rescued from under it.
-    let sql = shared.time.sql(
-        "UPDATE keel_workers SET heartbeat_at = NOW_MS, stopped_at = NULL WHERE id = $2",
-    );
+    let sql = shared
+        .time
+        .sql("UPDATE keel_workers SET heartbeat_at = NOW_MS, stopped_at = NULL WHERE id = $2");
     let beat = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(shared.time.fixed())
         .bind(&shared.worker_id)

@@ -69,7 +69,10 @@ pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
         .await
         .map(drop),
     ];
-    results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
 }
 
 /// How long one step may take: a quarter of `dead_after` (at least 1 s), so a round always

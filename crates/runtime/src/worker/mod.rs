@@ -108,7 +108,12 @@ impl WorkerPool {
         let (writes, write_rx) = mpsc::channel(4096);
         let mut tasks = JoinSet::new();
         for queue in queues {
-            tasks.spawn(queue_loop(shared.clone(), queue, rx.clone(), writes.clone()));
+            tasks.spawn(queue_loop(
+                shared.clone(),
+                queue,
+                rx.clone(),
+                writes.clone(),
+            ));
         }
         drop(writes);
         let writer = tokio::spawn(writer::run(shared.clone(), write_rx, rx));
@@ -463,11 +468,7 @@ async fn run_jobs(
 
 /// Starts a reserved job through the writer: spends its attempt on the database's clock.
 /// `None` when it is no longer this process's to start (released by a rescue meanwhile).
-async fn start(
-    writes: &mpsc::Sender<Write>,
-    local: &Local,
-    job: ClaimedJob,
-) -> Option<ClaimedJob> {
+async fn start(writes: &mpsc::Sender<Write>, local: &Local, job: ClaimedJob) -> Option<ClaimedJob> {
     let id = job.id.clone();
     let (reply, answer) = oneshot::channel();
     let started = match writes.send(Write::Start(job, reply)).await {

@@ -103,7 +103,11 @@ pub async fn prune(shared: &Shared, budget: Duration) -> Result<u64, sqlx::Error
         pending = still;
     }
     if total > 0 {
-        tracing::debug!(rows = total, ms = began.elapsed().as_millis() as u64, "pruned");
+        tracing::debug!(
+            rows = total,
+            ms = began.elapsed().as_millis() as u64,
+            "pruned"
+        );
     }
     Ok(total)
 }
@@ -113,7 +117,13 @@ async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64,
     let retention = millis(shared.config.retention);
     match target {
         Target::FinishedJobs => {
-            prune_jobs(shared, "state IN ('completed', 'cancelled')", retention, batch).await
+            prune_jobs(
+                shared,
+                "state IN ('completed', 'cancelled')",
+                retention,
+                batch,
+            )
+            .await
         }
         Target::DeadLetters => {
             let keep = millis(shared.config.dead_letter_retention);
@@ -154,16 +164,14 @@ async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64,
         }
         // Stored answers hold response bodies (a new endpoint's secret, a record's owner
         // email): kept one day, long enough for any client's retry.
-        Target::IdempotencyKeys => {
-            delete(
-                shared,
-                "DELETE FROM keel_idempotency WHERE (key, method, path) IN (SELECT key, method, path \
+        Target::IdempotencyKeys => delete(
+            shared,
+            "DELETE FROM keel_idempotency WHERE (key, method, path) IN (SELECT key, method, path \
                  FROM keel_idempotency WHERE created_at < NOW_MS - $2 LIMIT $3)",
-                millis(IDEMPOTENCY_KEY_TTL),
-                batch,
-            )
-            .await
-        }
+            millis(IDEMPOTENCY_KEY_TTL),
+            batch,
+        )
+        .await,
         Target::Workers => {
             delete(
                 shared,
@@ -197,9 +205,8 @@ async fn prune_jobs(
     age: i64,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
-    let pick = format!(
-        "SELECT id FROM keel_jobs WHERE {states} AND finished_at < NOW_MS - $2 LIMIT $3"
-    );
+    let pick =
+        format!("SELECT id FROM keel_jobs WHERE {states} AND finished_at < NOW_MS - $2 LIMIT $3");
     let mut tx = shared.control.begin().await?;
     let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(shared.time.sql(&pick)))
         .bind(shared.time.fixed())

@@ -130,9 +130,7 @@ async fn rescue_running(shared: &Shared) -> Result<(), sqlx::Error> {
             Lost::Crashed(format!(
                 "worker {holder} stopped heartbeating while running this job"
             ))
-        } else if job.started_at + millis(policy.timeout) + millis(shared.config.dead_after)
-            < now
-        {
+        } else if job.started_at + millis(policy.timeout) + millis(shared.config.dead_after) < now {
             // The worker's own timeout would have ended a real attempt long ago.
             Lost::Orphaned(format!(
                 "attempt outlived its {} timeout: its worker lost track of it",
