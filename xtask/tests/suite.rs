@@ -192,7 +192,7 @@ fn a_named_resource_that_is_missing_fails_even_locally() {
         refusals[0].message,
         "KEEL_TEST_POSTGRES_URL=postgres://postgres:***@127.0.0.1:1/x is set, but no server \
          answers at postgres://postgres:***@127.0.0.1:1/x (connection refused): fix it, or \
-         unset it to let the PostgreSQL tests be skipped"
+         unset it to let the PostgreSQL variants be skipped"
     );
     let refusals = plan::plan(&Facts {
         chromium: explicit(missing("/opt/nothing", "there is no file there")),

@@ -184,10 +184,10 @@ pub fn plan(facts: &Facts) -> Result<Plan, Vec<Refusal>> {
             refusals.push(Refusal {
                 need,
                 message: format!(
-                    "{}={} is set, but {why}: fix it, or unset it to let the {} tests be skipped",
+                    "{}={} is set, but {why}: fix it, or unset it to let {} be skipped",
                     need.variable(),
                     redacted(&resource.location),
-                    need
+                    need.tests(None)
                 ),
             });
         } else if facts.ci {
