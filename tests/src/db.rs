@@ -74,7 +74,9 @@ impl TestDb {
         };
         let unavailable = |why: String| -> ! {
             panic!(
-                "the PostgreSQL variant cannot run: {why} at {admin_url} ({source}). Start                  PostgreSQL or set {POSTGRES_URL_VAR}; or run `cargo xtask test`, which skips                  the PostgreSQL variants when no server answers and says so"
+                "the PostgreSQL variant cannot run: {admin_url} ({source}): {why}. Start \
+                 PostgreSQL there or set {POSTGRES_URL_VAR}; or run `cargo xtask test`, which \
+                 skips the PostgreSQL variants when no server answers and says so"
             )
         };
         let name = format!("keel_t_{}", uuid::Uuid::new_v4().simple());
@@ -82,7 +84,7 @@ impl TestDb {
             tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&admin_url))
                 .await
                 .unwrap_or_else(|_| unavailable("no answer within 10 s".to_owned()))
-                .unwrap_or_else(|e| unavailable(format!("cannot connect ({e})")));
+                .unwrap_or_else(|e| unavailable(format!("cannot connect: {e}")));
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .await
