@@ -2,11 +2,15 @@
 //! on both.
 //!
 //! SQLite is always available: each [`TestDb`] is a file in its own temporary folder.
-//! PostgreSQL is used when `KEEL_TEST_POSTGRES_URL` names a server (e.g.
-//! `postgres://postgres@127.0.0.1:5432/test`): each [`TestDb`] is a new database
-//! `keel_t_<uuid>` created through that URL and dropped (with its connections) when the
-//! `TestDb` goes. When the variable is set but the server does not answer, the test fails —
-//! CI sets it on purpose. When it is unset, PostgreSQL tests print a note and pass.
+//! PostgreSQL is the server `KEEL_TEST_POSTGRES_URL` names or, when it is unset, the local
+//! default [`LOCAL_POSTGRES_URL`] (`KEEL_TEST_POSTGRES_DEFAULT_URL` replaces it): each
+//! [`TestDb`] is a new database `keel_t_<uuid>` created through that URL and dropped (with
+//! its connections) when the `TestDb` goes.
+//!
+//! A PostgreSQL test never passes without PostgreSQL: when no server answers, it fails.
+//! Leaving the variants out is `cargo xtask test`'s job (the README's command): it probes the
+//! same URLs, skips every test whose path contains `::postgres` when none answers (never
+//! under CI), and says so in its last line — so name no other test or module `postgres…`.
 
 use std::time::Duration;
 
@@ -16,6 +20,13 @@ use tempfile::TempDir;
 
 /// The variable that names the PostgreSQL server tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "KEEL_TEST_POSTGRES_URL";
+
+/// The variable that replaces [`LOCAL_POSTGRES_URL`] when [`POSTGRES_URL_VAR`] is unset.
+pub const POSTGRES_DEFAULT_VAR: &str = "KEEL_TEST_POSTGRES_DEFAULT_URL";
+
+/// The server used when [`POSTGRES_URL_VAR`] is unset (`xtask/src/suite/plan.rs` has the
+/// same): the local server, through its always-present `postgres` database.
+pub const LOCAL_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// One test's own database.
 #[derive(Debug)]
@@ -42,34 +53,49 @@ impl TestDb {
         }
     }
 
-    /// A new PostgreSQL database, or `None` (after printing why) when
-    /// `KEEL_TEST_POSTGRES_URL` is unset.
+    /// A new PostgreSQL database on the server `KEEL_TEST_POSTGRES_URL` names, or on the
+    /// local default when it is unset.
     ///
     /// # Panics
-    /// When the variable is set but the server cannot be reached or refuses to create the
-    /// database.
-    pub async fn postgres() -> Option<Self> {
-        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
-            eprintln!("note: {POSTGRES_URL_VAR} is not set; skipping the PostgreSQL variant");
-            return None;
+    /// When the server cannot be reached or refuses to create the database.
+    pub async fn postgres() -> Self {
+        let (admin_url, source) = match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.is_empty() => (url, format!("{POSTGRES_URL_VAR} names it")),
+            _ => match std::env::var(POSTGRES_DEFAULT_VAR) {
+                Ok(url) if !url.is_empty() => (
+                    url,
+                    format!("{POSTGRES_URL_VAR} is unset; {POSTGRES_DEFAULT_VAR} names it"),
+                ),
+                _ => (
+                    LOCAL_POSTGRES_URL.to_owned(),
+                    format!("{POSTGRES_URL_VAR} is unset, so the local default is tried"),
+                ),
+            },
+        };
+        let unavailable = |why: String| -> ! {
+            panic!(
+                "the PostgreSQL variant cannot run: {admin_url} ({source}): {why}. Start \
+                 PostgreSQL there or set {POSTGRES_URL_VAR}; or run `cargo xtask test`, which \
+                 skips the PostgreSQL variants when no server answers and says so"
+            )
         };
         let name = format!("keel_t_{}", uuid::Uuid::new_v4().simple());
         let mut admin =
             tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&admin_url))
                 .await
-                .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR}={admin_url}: no answer within 10 s"))
-                .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}={admin_url}: cannot connect: {e}"));
+                .unwrap_or_else(|_| unavailable("no answer within 10 s".to_owned()))
+                .unwrap_or_else(|e| unavailable(format!("cannot connect: {e}")));
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         let _ = admin.close().await;
-        Some(Self {
+        Self {
             url: with_database(&admin_url, &name),
             backend: Backend::Postgres,
             _dir: None,
             _postgres: Some(Dropper { admin_url, name }),
-        })
+        }
     }
 
     /// The database URL, as `keel` would be given it.
@@ -143,7 +169,8 @@ fn with_database(url: &str, name: &str) -> String {
 
 /// Runs an `async fn name(db: TestDb)` as two tests, `name::sqlite` and `name::postgres`.
 ///
-/// The PostgreSQL variant passes with a printed note when `KEEL_TEST_POSTGRES_URL` is unset.
+/// The PostgreSQL variant fails when no server answers; `cargo xtask test` leaves it out
+/// instead (by its `::postgres` suffix), and says so.
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {$(
@@ -155,9 +182,7 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(db) = $crate::TestDb::postgres().await {
-                    super::$name(db).await;
-                }
+                super::$name($crate::TestDb::postgres().await).await;
             }
         }
     )+};
@@ -171,9 +196,7 @@ macro_rules! postgres_only {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(db) = $crate::TestDb::postgres().await {
-                    super::$name(db).await;
-                }
+                super::$name($crate::TestDb::postgres().await).await;
             }
         }
     )+};

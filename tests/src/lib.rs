@@ -2,8 +2,8 @@
 //! module whose jobs and listeners do what a test tells them.
 //!
 //! - [`db`]: [`TestDb`], a fresh database per test (a SQLite file, or a new PostgreSQL
-//!   database when `KEEL_TEST_POSTGRES_URL` is set), and the [`both_backends!`] and
-//!   [`postgres_only!`] macros that run one test body on each backend;
+//!   database on `KEEL_TEST_POSTGRES_URL` or the local default), and the [`both_backends!`]
+//!   and [`postgres_only!`] macros that run one test body on each backend;
 //! - [`clock`]: [`ManualClock`], time that moves only when a test says so;
 //! - [`poll`]: [`eventually`], waiting for an observable outcome with a deadline instead of
 //!   sleeping;

@@ -3,15 +3,13 @@
 //!
 //! Steps run in order and stop at the first failure, naming the step and how to reproduce
 //! it; each step's duration is printed. New checks go in [`steps`] (see the marked spot).
+//! The tests run through `cargo xtask test` ([`crate::suite`]), the README's command, which
+//! finds PostgreSQL and chromium itself and, with `CI` set, skips nothing.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
-
-/// The URL the test suite uses for PostgreSQL when one answers locally.
-pub const LOCAL_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// The facts about the environment the pipeline depends on, gathered once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,24 +20,13 @@ pub struct Env {
     pub ci: bool,
     /// `cargo deny` runs.
     pub cargo_deny_installed: bool,
-    /// The PostgreSQL URL to hand the tests, when `KEEL_TEST_POSTGRES_URL` was unset and a
-    /// server answers at 127.0.0.1:5432.
-    pub postgres_for_tests: Option<String>,
 }
 
 impl Env {
-    /// Reads the process environment and probes for `cargo deny` and PostgreSQL.
+    /// Reads the process environment and probes for `cargo deny`.
     #[must_use]
     pub fn detect() -> Self {
         let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-        let postgres_for_tests = if set("KEEL_TEST_POSTGRES_URL") {
-            None
-        } else {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 5432));
-            TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-                .ok()
-                .map(|_| LOCAL_POSTGRES_URL.to_owned())
-        };
         Self {
             github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
             ci: set("CI"),
@@ -47,7 +34,6 @@ impl Env {
                 .args(["deny", "--version"])
                 .output()
                 .is_ok_and(|o| o.status.success()),
-            postgres_for_tests,
         }
     }
 }
@@ -128,12 +114,6 @@ pub fn steps(env: &Env) -> Vec<Step> {
             ));
         }
     }
-    let mut test = Step::new("test", Program::Cargo, &["test", "--workspace"]);
-    if let Some(url) = &env.postgres_for_tests {
-        test.env
-            .push(("KEEL_TEST_POSTGRES_URL".to_owned(), url.clone()));
-    }
-
     vec![
         Step::new("fmt", Program::Cargo, &["fmt", "--all", "--", "--check"]),
         Step::new(
@@ -154,7 +134,7 @@ pub fn steps(env: &Env) -> Vec<Step> {
         Step::new("check-contracts", Program::Xtask, &["check-contracts"]),
         Step::new("docs", Program::Xtask, &["docs", "--check"]),
         // ── Later checks go here, before the test suite (cheap and static first). ──
-        test,
+        Step::new("test", Program::Xtask, &["test"]),
     ]
 }
 
@@ -270,7 +250,6 @@ mod tests {
             github_actions: false,
             ci: false,
             cargo_deny_installed: true,
-            postgres_for_tests: None,
         }
     }
 
@@ -294,7 +273,7 @@ mod tests {
             ]
         );
         let test = steps(&env()).pop().map(|s| s.to_string());
-        assert_eq!(test.as_deref(), Some("cargo test --workspace"));
+        assert_eq!(test.as_deref(), Some("cargo xtask test"));
     }
 
     #[test]
@@ -322,21 +301,5 @@ mod tests {
             ..env()
         });
         assert!(ci[4].missing.is_some() && ci[4].skip.is_none());
-    }
-
-    #[test]
-    fn a_local_postgres_is_handed_to_the_tests() {
-        let steps = steps(&Env {
-            postgres_for_tests: Some(LOCAL_POSTGRES_URL.to_owned()),
-            ..env()
-        });
-        let test = steps.iter().find(|s| s.name == "test").map(|s| &s.env);
-        assert_eq!(
-            test.cloned().unwrap_or_default(),
-            [(
-                "KEEL_TEST_POSTGRES_URL".to_owned(),
-                LOCAL_POSTGRES_URL.to_owned()
-            )]
-        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! `main.rs` only parses arguments and maps outcomes to exit codes; everything else lives
 //! here: the boundary lint ([`boundaries`]), the CODEOWNERS generator ([`codeowners`]), the
-//! CI pipeline ([`ci`]), the tidy check ([`tidy`]), the event-contract checks
-//! ([`contracts`]) and the event catalog ([`docs`]).
+//! CI pipeline ([`ci`]), the test suite's honest runner ([`suite`], `cargo xtask test`), the
+//! tidy check ([`tidy`]), the event-contract checks ([`contracts`]) and the event catalog
+//! ([`docs`]).
 
 pub mod boundaries;
 pub mod ci;
@@ -11,5 +12,6 @@ pub mod codeowners;
 pub mod contracts;
 pub mod docs;
 pub mod lexer;
+pub mod suite;
 pub mod tidy;
 pub mod workspace;

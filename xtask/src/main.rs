@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use xtask::boundaries::{self, report::Format};
 use xtask::codeowners::{self, Freshness};
 use xtask::workspace::{Workspace, own_root};
-use xtask::{ci, tidy};
+use xtask::{ci, suite, tidy};
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
@@ -28,10 +28,14 @@ commands:
                       write docs/events.md, the event catalog (--check: exit 1 if stale)
   bench queue --database-url URL --jobs N --concurrency C [--json] [...]
                       run the queue benchmark in release mode (`cargo xtask bench` lists its options)
+  test [CARGO TEST ARGS] [-- LIBTEST ARGS]
+                      the test suite on both backends: `cargo test --workspace`, with the tests
+                      whose PostgreSQL or chromium is missing skipped and named (none under CI)
   ci                  the whole CI pipeline: fmt, clippy, boundaries, codeowners, cargo deny, tests
   help                this text
 
-exit status: 0 ok, 1 check failed, 2 usage or configuration error";
+exit status: 0 ok, 1 check failed, 2 usage or configuration error (for `test`: a missing
+PostgreSQL or chromium that may not be skipped)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -150,6 +154,7 @@ fn run(args: &[String]) -> Result<ExitCode, Usage> {
             Ok(xtask::docs::command(&own_root(), dump.as_deref(), check))
         }
         "bench" => Ok(bench::run(&own_root(), &rest)),
+        "test" => Ok(suite::command(&own_root(), &rest)),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

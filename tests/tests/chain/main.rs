@@ -1,5 +1,5 @@
 //! The chain tests: the real application over its HTTP API, on a real database (a SQLite
-//! file, and PostgreSQL when `KEEL_TEST_POSTGRES_URL` is set), delivering to a real HTTP
+//! file, and PostgreSQL — see `tests/src/db.rs`), delivering to a real HTTP
 //! receiver and a real SMTP server in this process. Nothing in a chain is mocked.
 //!
 //! Every test starts its own app, database and receivers, so they run in parallel; every
