@@ -74,7 +74,8 @@ pub async fn queue_stats(
            FROM keel_jobs WHERE state IN ('reserved', 'running') GROUP BY queue, state \
          UNION ALL \
          SELECT queue, 'dead' AS part, COUNT(*) AS n, NULL AS oldest, NOW_MS AS db_now \
-           FROM keel_jobs WHERE state = 'dead' GROUP BY queue",
+           FROM keel_jobs WHERE state IN ('completed', 'cancelled', 'dead') AND state = 'dead' \
+           GROUP BY queue",
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
@@ -161,7 +162,8 @@ pub async fn throughput(db: &Db, time: &DbTime) -> Result<Vec<Throughput>, Runti
         "SELECT queue, \
            SUM(CASE WHEN finished_at >= NOW_MS - 60000 THEN 1 ELSE 0 END) AS last_minute, \
            COUNT(*) AS last_hour \
-         FROM keel_jobs WHERE state = 'completed' AND finished_at >= NOW_MS - 3600000 \
+         FROM keel_jobs WHERE state IN ('completed', 'cancelled', 'dead') AND state = 'completed' \
+         AND finished_at >= NOW_MS - 3600000 \
          GROUP BY queue ORDER BY queue",
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -267,7 +269,8 @@ fn decode_job(row: &sqlx::any::AnyRow) -> Result<JobRecord, sqlx::Error> {
 /// Fails when the database does.
 pub async fn dead_letters(db: &Db, queue: Option<&str>) -> Result<Vec<JobRecord>, RuntimeError> {
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM keel_jobs WHERE state = 'dead' AND ($1 IS NULL OR queue = $1) \
+        "SELECT {JOB_COLUMNS} FROM keel_jobs WHERE state IN ('completed', 'cancelled', 'dead') AND state = 'dead' \
+         AND ($1 IS NULL OR queue = $1) \
          ORDER BY finished_at DESC, id DESC LIMIT 1000"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -380,7 +383,8 @@ pub async fn replay(db: &Db, ids: &[String], time: &DbTime) -> Result<Vec<String
 /// Fails when the database does.
 pub async fn dead_ids(db: &Db, queue: Option<&str>) -> Result<Vec<String>, RuntimeError> {
     let rows = sqlx::query(
-        "SELECT id FROM keel_jobs WHERE state = 'dead' AND ($1 IS NULL OR queue = $1) ORDER BY id",
+        "SELECT id FROM keel_jobs WHERE state IN ('completed', 'cancelled', 'dead') AND state = 'dead' \
+         AND ($1 IS NULL OR queue = $1) ORDER BY id",
     )
     .bind(queue)
     .fetch_all(db.pool())
@@ -460,7 +464,8 @@ pub async fn dead_letter_groups(
 ) -> Result<Vec<DeadLetterGroup>, RuntimeError> {
     let rows = sqlx::query(
         "SELECT id, queue, job_type, last_error, finished_at FROM keel_jobs \
-         WHERE state = 'dead' AND ($1 IS NULL OR queue = $1) ORDER BY finished_at, id",
+         WHERE state IN ('completed', 'cancelled', 'dead') AND state = 'dead' \
+         AND ($1 IS NULL OR queue = $1) ORDER BY finished_at, id",
     )
     .bind(queue)
     .fetch_all(db.pool())

@@ -3,6 +3,13 @@
 //! Timestamps are unix milliseconds (`BIGINT`). Those that decide who owns a job or when
 //! something is due are read from the database's clock inside each statement (see
 //! [`crate::db_time`]), so replicas with skewed wall clocks agree.
+//!
+//! **Partial indexes and SQLite.** SQLite uses a partial index only when the query's `WHERE`
+//! repeats the index's predicate term for term: `state = 'dead'` alone does not qualify for
+//! `keel_jobs_finished` (`state IN ('completed', 'cancelled', 'dead')`). So queries over
+//! finished or held jobs spell the index's predicate out before narrowing it (`state IN
+//! ('completed', 'cancelled', 'dead') AND state = 'dead'`); PostgreSQL infers either.
+//! Without it every prune batch and dead-letter count would scan the whole table.
 
 use events::Migration;
 

@@ -116,18 +116,22 @@ pub async fn prune(shared: &Shared, budget: Duration) -> Result<u64, sqlx::Error
 async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64, sqlx::Error> {
     let retention = millis(shared.config.retention);
     match target {
-        Target::FinishedJobs => {
+        Target::FinishedJobs => prune_jobs(
+            shared,
+            "state IN ('completed', 'cancelled', 'dead') AND state IN ('completed', 'cancelled')",
+            retention,
+            batch,
+        )
+        .await,
+        Target::DeadLetters => {
+            let keep = millis(shared.config.dead_letter_retention);
             prune_jobs(
                 shared,
-                "state IN ('completed', 'cancelled')",
-                retention,
+                "state IN ('completed', 'cancelled', 'dead') AND state = 'dead'",
+                keep,
                 batch,
             )
             .await
-        }
-        Target::DeadLetters => {
-            let keep = millis(shared.config.dead_letter_retention);
-            prune_jobs(shared, "state = 'dead'", keep, batch).await
         }
         // An event goes once its window has passed and no job names it as cause any more
         // (its deliveries were pruned; a dead delivery keeps it for replay).

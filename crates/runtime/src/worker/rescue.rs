@@ -51,7 +51,7 @@ pub async fn rescue(shared: &Shared) -> Result<(), sqlx::Error> {
 async fn release_reservations(shared: &Shared) -> Result<(), sqlx::Error> {
     let sql = shared.time.sql(&format!(
         "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
-         WHERE state = 'reserved' AND (reserved_at < NOW_MS - $3 OR NOT {live}) AND {lease} \
+         WHERE state IN ('reserved', 'running') AND state = 'reserved' AND (reserved_at < NOW_MS - $3 OR NOT {live}) AND {lease} \
          RETURNING id, queue, locked_by, attempt, NOW_MS AS db_now",
         live = live_worker("keel_jobs.locked_by", "$4"),
         lease = holds_lease("$2"),
@@ -111,7 +111,7 @@ async fn rescue_running(shared: &Shared) -> Result<(), sqlx::Error> {
     let sql = shared.time.sql(&format!(
         "SELECT {JOB_COLUMNS}, locked_by, NOW_MS AS db_now, \
            CASE WHEN {live} THEN 1 ELSE 0 END AS alive \
-         FROM keel_jobs WHERE state = 'running' AND (NOT {live} OR started_at < NOW_MS - $2)",
+         FROM keel_jobs WHERE state IN ('reserved', 'running') AND state = 'running' AND (NOT {live} OR started_at < NOW_MS - $2)",
         live = live_worker("keel_jobs.locked_by", "$2"),
     ));
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
