@@ -58,7 +58,7 @@ pub async fn layer(State(runtime): State<Runtime>, request: Request, next: Next)
         .map(|b| format!("{b:02x}"))
         .collect();
     let db = runtime.db();
-    match idempotency::claim(db, runtime.clock().as_ref(), &key, &method, &path, &hash).await {
+    match idempotency::claim(db, runtime.time(), &key, &method, &path, &hash).await {
         Err(e) => return ApiError::from_database(&e).into_response(),
         Ok(Claim::Mismatch) => {
             return ApiError::invalid(

@@ -1,7 +1,9 @@
 //! Stored answers to `Idempotency-Key` requests: a repeat with the same key and body gets
 //! the first response and does nothing twice; the same key with another body is refused.
 
-use events::{Clock, Db};
+use events::Db;
+
+use crate::db_time::DbTime;
 use sqlx::Row;
 
 /// What the store knows about a key.
@@ -30,24 +32,25 @@ pub enum Claim {
 /// Fails when the database does.
 pub async fn claim(
     db: &Db,
-    clock: &dyn Clock,
+    time: &DbTime,
     key: &str,
     method: &str,
     path: &str,
     body_hash: &str,
 ) -> Result<Claim, sqlx::Error> {
-    let inserted = sqlx::query(
+    let sql = time.sql(
         "INSERT INTO keel_idempotency (key, method, path, body_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key, method, path) DO NOTHING",
-    )
-    .bind(key)
-    .bind(method)
-    .bind(path)
-    .bind(body_hash)
-    .bind(clock.now().timestamp_millis())
-    .execute(db.pool())
-    .await?
-    .rows_affected();
+         VALUES ($2, $3, $4, $5, NOW_MS) ON CONFLICT (key, method, path) DO NOTHING",
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(key)
+        .bind(method)
+        .bind(path)
+        .bind(body_hash)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
@@ -79,24 +82,23 @@ pub async fn claim(
         }),
         None => {
             // A claim nobody finished (the client hung up, the process died): after a while
-            // the key is free again, or a retry would get 409 forever.
+            // — on the database's clock, which every replica shares — the key is free
+            // again, or a retry would get 409 forever.
             let created_at: i64 = row.try_get("created_at")?;
-            let now = clock.now().timestamp_millis();
-            if now - created_at < ABANDONED_AFTER_MS {
-                return Ok(Claim::InProgress);
-            }
-            let taken = sqlx::query(
-                "UPDATE keel_idempotency SET created_at = $1 WHERE key = $2 AND method = $3 \
-                 AND path = $4 AND status IS NULL AND created_at = $5",
-            )
-            .bind(now)
-            .bind(key)
-            .bind(method)
-            .bind(path)
-            .bind(created_at)
-            .execute(db.pool())
-            .await?
-            .rows_affected();
+            let sql = time.sql(
+                "UPDATE keel_idempotency SET created_at = NOW_MS WHERE key = $2 AND method = $3 \
+                 AND path = $4 AND status IS NULL AND created_at = $5 AND created_at < NOW_MS - $6",
+            );
+            let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(time.fixed())
+                .bind(key)
+                .bind(method)
+                .bind(path)
+                .bind(created_at)
+                .bind(ABANDONED_AFTER_MS)
+                .execute(db.pool())
+                .await?
+                .rows_affected();
             Ok(if taken == 1 {
                 Claim::Fresh
             } else {
