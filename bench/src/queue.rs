@@ -3,7 +3,7 @@
 //! and measure idle claim latency — each round on a fresh database.
 //!
 //! Everything goes through the public runtime API the app uses: `Runtime::migrate`,
-//! `Runtime::install` with an `events::Module`, `JobQueue::enqueue` inside `Db::begin`
+//! `Runtime::install` with an `events::Module`, `JobQueue::enqueue` (and `enqueue_many` for the batched enqueue) inside `Db::begin`
 //! transactions, and `Runtime::start_workers`. Only the optional backlog is written with one
 //! bulk `INSERT … SELECT` (it is set-up, not measured).
 
@@ -208,16 +208,15 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
 
     let mut out = Round::default();
 
-    // Batched enqueue: B jobs per transaction, one caller.
+    // Batched enqueue: B jobs per transaction, one caller, through `enqueue_many`.
     let jobs = rt.jobs();
     let t = Instant::now();
     let mut next = 0;
     while next < opts.jobs {
         let end = (next + opts.batch).min(opts.jobs);
         let mut tx = rt.db().begin().await?;
-        for i in next..end {
-            jobs.enqueue(&mut tx, noop_job(i)).await?;
-        }
+        jobs.enqueue_many(&mut tx, (next..end).map(noop_job).collect())
+            .await?;
         tx.commit().await?;
         next = end;
     }

@@ -105,7 +105,7 @@ pub fn runtime_error(e: RuntimeError) -> ApiError {
     }
 }
 
-/// Per queue: ready, scheduled, running, retrying and dead jobs, and the age of the oldest ready one.
+/// Per queue: ready, scheduled, reserved (claimed ahead, no attempt spent), running, retrying and dead jobs, and the age of the oldest ready one.
 #[utoipa::path(
     get,
     path = "/admin/queues",

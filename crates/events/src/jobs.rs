@@ -78,6 +78,24 @@ pub trait JobQueue: Send + Sync + Debug {
     /// Fails when the insert fails; the caller's transaction should roll back.
     async fn enqueue(&self, conn: &mut DbConn, job: NewJob) -> Result<Option<Uuid>, sqlx::Error>;
 
+    /// Enqueues every job of `jobs` on `conn`, as [`JobQueue::enqueue`] would one by one —
+    /// an implementation may write them in a few multi-row statements. Answers one entry per
+    /// job, in order (`None` for a duplicate).
+    ///
+    /// # Errors
+    /// Fails when an insert fails; the caller's transaction should roll back.
+    async fn enqueue_many(
+        &self,
+        conn: &mut DbConn,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.enqueue(conn, job).await?);
+        }
+        Ok(ids)
+    }
+
     /// Records that `handler` has processed `key`, inside the caller's transaction. Returns
     /// `false` when it already had — the caller then skips its effect (the inbox guard).
     ///

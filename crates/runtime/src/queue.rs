@@ -40,67 +40,152 @@ impl SqlJobQueue {
         job: NewJob,
         trace: &TraceContext,
     ) -> Result<Option<Uuid>, sqlx::Error> {
-        if !self.config.queues.contains_key(&job.queue) {
+        let mut ids = self.insert_many(conn, vec![job], trace).await?;
+        Ok(ids.pop().flatten())
+    }
+
+    /// Enqueues `jobs` in multi-row `INSERT`s of up to [`ROWS_PER_INSERT`], one entry per
+    /// job in order (`None` for a duplicate of a unique job).
+    ///
+    /// # Errors
+    /// Fails on an unknown queue or when an insert fails.
+    pub async fn insert_many(
+        &self,
+        conn: &mut DbConn,
+        jobs: Vec<NewJob>,
+        trace: &TraceContext,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        if let Some(job) = jobs
+            .iter()
+            .find(|j| !self.config.queues.contains_key(&j.queue))
+        {
             return Err(sqlx::Error::Configuration(
                 format!("queue `{}` is not configured", job.queue).into(),
             ));
         }
-        let policy = self.config.policy_for(&job.queue, &job.job_type);
-        let id = Uuid::now_v7();
-        let idempotency_key = match &job.unique_key {
-            Some(key) => format!("{}:{key}", job.job_type),
-            None => id.to_string(),
-        };
-        let max_attempts = job.max_attempts.unwrap_or(policy.max_attempts).max(1);
+        let mut answer = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ROWS_PER_INSERT) {
+            answer.extend(self.insert_chunk(conn, chunk, trace).await?);
+        }
+        Ok(answer)
+    }
+
+    async fn insert_chunk(
+        &self,
+        conn: &mut DbConn,
+        jobs: &[NewJob],
+        trace: &TraceContext,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        const COLUMNS: usize = 11;
+        let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
         // "Now" is the database's: a job for now is available to every replica at once,
         // whatever this process's clock says; one for later waits on the database's clock.
-        let sql = self.time.sql(
+        let values = (0..jobs.len())
+            .map(|row| {
+                let p = |c: usize| format!("${}", 2 + row * COLUMNS + c);
+                format!(
+                    "({id}, {queue}, {job_type}, {payload}, \
+                     CASE WHEN {run_at} > NOW_MS THEN 'scheduled' ELSE 'available' END, \
+                     {priority}, COALESCE({run_at}, NOW_MS), {max}, {unique}, {key}, {corr}, {cause}, NOW_MS)",
+                    id = p(0),
+                    queue = p(1),
+                    job_type = p(2),
+                    payload = p(3),
+                    run_at = p(4),
+                    priority = p(5),
+                    max = p(6),
+                    unique = p(7),
+                    key = p(8),
+                    corr = p(9),
+                    cause = p(10),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = self.time.sql(&format!(
             "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
              max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at) \
-             VALUES ($2, $3, $4, $5, CASE WHEN $6 > NOW_MS THEN 'scheduled' ELSE 'available' END, \
-             $7, COALESCE($6, NOW_MS), $8, $9, $10, $11, $12, NOW_MS) \
-             ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
-        );
-        let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(self.time.fixed())
-            .bind(id.to_string())
-            .bind(&job.queue)
-            .bind(&job.job_type)
-            .bind(job.payload.to_string())
-            .bind(job.run_at.map(|t| t.timestamp_millis()))
-            .bind(job.priority)
-            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
-            .bind(job.unique_key.as_deref())
-            .bind(idempotency_key)
-            .bind(trace.correlation_id.as_str())
-            .bind(trace.causation_id.map(|c| c.to_string()))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            return Ok(None);
+             VALUES {values} \
+             ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
+             RETURNING id"
+        ));
+        let correlation = trace.correlation_id.as_str();
+        let causation = trace.causation_id.map(|c| c.to_string());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.time.fixed());
+        for (job, id) in jobs.iter().zip(&ids) {
+            let policy = self.config.policy_for(&job.queue, &job.job_type);
+            let idempotency_key = match &job.unique_key {
+                Some(key) => format!("{}:{key}", job.job_type),
+                None => id.to_string(),
+            };
+            let max_attempts = job.max_attempts.unwrap_or(policy.max_attempts).max(1);
+            query = query
+                .bind(id.to_string())
+                .bind(job.queue.clone())
+                .bind(job.job_type.clone())
+                .bind(job.payload.to_string())
+                .bind(job.run_at.map(|t| t.timestamp_millis()))
+                .bind(job.priority)
+                .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+                .bind(job.unique_key.clone())
+                .bind(idempotency_key)
+                .bind(correlation.to_owned())
+                .bind(causation.clone());
         }
-        // Counted at insert: a rolled-back transaction still counts (there is no commit hook).
-        metrics::counter!(
-            "keel_jobs_enqueued_total",
-            "queue" => job.queue.clone(),
-            "job_type" => job.job_type.clone()
-        )
-        .increment(1);
+        let inserted: std::collections::HashSet<String> = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| sqlx::Row::try_get::<String, _>(row, "id"))
+            .collect::<Result<_, _>>()?;
+        let mut queues = std::collections::BTreeSet::new();
+        let answer = jobs
+            .iter()
+            .zip(ids)
+            .map(|(job, id)| {
+                if !inserted.contains(&id.to_string()) {
+                    return None;
+                }
+                // Counted at insert: a rolled-back transaction still counts (there is no
+                // commit hook).
+                metrics::counter!(
+                    "keel_jobs_enqueued_total",
+                    "queue" => job.queue.clone(),
+                    "job_type" => job.job_type.clone()
+                )
+                .increment(1);
+                queues.insert(job.queue.as_str());
+                Some(id)
+            })
+            .collect();
         // Other processes learn of it from the NOTIFY the insert trigger sends at commit
         // (PostgreSQL, see `schema`). Local workers are woken now, before commit: one that
         // wakes early queues behind this transaction's write lock (SQLite) or finds nothing
         // and waits for that NOTIFY (PostgreSQL); either way nothing is missed.
-        self.wakers.wake(&job.queue);
-        Ok(Some(id))
+        for queue in queues {
+            self.wakers.wake(queue);
+        }
+        Ok(answer)
     }
 }
+
+/// Jobs per multi-row `INSERT` (11 bound values a row stay below both backends' limits).
+pub const ROWS_PER_INSERT: usize = 500;
 
 #[async_trait]
 impl JobQueue for SqlJobQueue {
     async fn enqueue(&self, conn: &mut DbConn, job: NewJob) -> Result<Option<Uuid>, sqlx::Error> {
         let trace = TraceContext::current_or_new();
         self.insert(conn, job, &trace).await
+    }
+
+    async fn enqueue_many(
+        &self,
+        conn: &mut DbConn,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        let trace = TraceContext::current_or_new();
+        self.insert_many(conn, jobs, &trace).await
     }
 
     async fn mark_processed(

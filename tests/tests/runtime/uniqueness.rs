@@ -8,6 +8,7 @@ use tests::{TestDb, TestRuntime, both_backends};
 
 both_backends!(
     a_unique_job_enqueued_twice_is_stored_once,
+    enqueue_many_stores_each_job_once_and_answers_in_order,
     mark_processed_makes_a_handlers_second_run_a_no_op,
 );
 
@@ -43,6 +44,52 @@ async fn a_unique_job_enqueued_twice_is_stored_once(db: TestDb) {
     // Jobs without a key never collide.
     rt.enqueue(Plan::new("plain")).await;
     rt.enqueue(Plan::new("plain")).await;
+}
+
+async fn enqueue_many_stores_each_job_once_and_answers_in_order(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    rt.enqueue_typed(&tests::testkit::Run(Plan::new("before").unique("taken")))
+        .await
+        .unwrap();
+    let job = |key: &str, unique: Option<&str>| {
+        let mut plan = Plan::new(key);
+        plan.unique = unique.map(str::to_owned);
+        events::NewJob::of(&tests::testkit::Run(plan)).unwrap()
+    };
+    // More than one multi-row statement's worth, with a duplicate of a stored job, a
+    // duplicate inside the batch, and a job for later.
+    let mut jobs: Vec<events::NewJob> = (0..runtime::queue::ROWS_PER_INSERT + 3)
+        .map(|i| job(&format!("bulk {i}"), None))
+        .collect();
+    jobs[1] = job("dup of stored", Some("taken"));
+    jobs[2] = job("first of two", Some("twice"));
+    jobs[3] = job("second of two", Some("twice"));
+    let mut later = job("later", None);
+    later.run_at = Some(rt.runtime.clock().now() + chrono::TimeDelta::hours(1));
+    jobs.push(later);
+    let n = jobs.len();
+    let mut tx = rt.db.begin().await.unwrap();
+    let ids = rt.runtime.jobs().enqueue_many(&mut tx, jobs).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(ids.len(), n, "one answer per job");
+    assert!(ids[0].is_some());
+    assert_eq!(ids[1], None, "a duplicate of a stored job");
+    assert!(ids[2].is_some());
+    assert_eq!(ids[3], None, "a duplicate inside the batch");
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM keel_jobs WHERE queue = 'testkit'",
+            &[]
+        )
+        .await,
+        i64::try_from(n - 2 + 1).unwrap(),
+        "every job but the two duplicates, plus the one stored before"
+    );
+    let last = rt.job(ids[n - 1].unwrap()).await;
+    assert_eq!(last.state, "scheduled");
+    let first = rt.job(ids[0].unwrap()).await;
+    assert_eq!(first.state, "available");
 }
 
 async fn mark_processed_makes_a_handlers_second_run_a_no_op(db: TestDb) {
