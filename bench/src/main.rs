@@ -7,11 +7,12 @@
 //! keel-bench chain --database-url URL [--idle-samples S] [--rates 50,200] [--seconds T]
 //! keel-bench write --database-url URL [--clients 1,4] [--seconds T]
 //! keel-bench memory --database-url URL --backlog M [--jobs N] [--concurrency C]
+//! keel-bench prune --database-url URL [--jobs N]
 //! keel-bench peers --database-url postgres://… [--jobs N] [--concurrency C] [--rounds R]
 //!                  [--only graphile-worker,apalis]
 //! ```
 //!
-//! `chain`, `write` and `memory` print one JSON line; `peers` one per peer mode, then the
+//! `chain`, `write`, `memory` and `prune` print one JSON line; `peers` one per peer mode, then the
 //! Keel ÷ peer ratios (see `peers.rs` and `bench/peers/README.md`).
 //!
 //! `keel-bench suite [--quick] [--jobs N] [--out FILE] …` runs every scenario, each as a child
@@ -28,6 +29,7 @@ mod flags;
 mod machine;
 mod memory;
 mod peers;
+mod prune;
 mod queue;
 mod report;
 mod results;
@@ -77,6 +79,10 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   graphile-worker and apalis-postgres (bench/peers/) beside Keel's queue scenario, same
   N, concurrency and server, with Keel ÷ peer ratios (keel-bench peers --help)
 
+       keel-bench prune --database-url URL [--jobs 200000]
+  the maintenance leader's pruning capacity: N finished jobs (with an attempt, an event and
+  an inbox entry each) past retention, deleted by back-to-back leader rounds
+
        keel-bench suite …    every scenario in one run (keel-bench suite --help)
        keel-bench report …   tables, charts and BENCHMARKS.md (keel-bench report --help)";
 
@@ -98,7 +104,7 @@ fn main() -> ExitCode {
     if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
         return peers::main(rest);
     }
-    if let Some((command @ ("chain" | "write" | "memory"), rest)) =
+    if let Some((command @ ("chain" | "write" | "memory" | "prune"), rest)) =
         args.split_first().map(|(c, r)| (c.as_str(), r))
     {
         return run_json_scenario(command, rest);
@@ -137,7 +143,7 @@ fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
-/// Runs `chain`, `write` or `memory` and prints its JSON line.
+/// Runs `chain`, `write`, `memory` or `prune` and prints its JSON line.
 fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
     let scenario = match flags::Flags::parse(rest) {
         Ok(f) => Scenario::from_flags(command, &f),
@@ -158,6 +164,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
             Scenario::Chain(o) => chain::run(o).await,
             Scenario::Write(o) => write::run(o).await,
             Scenario::Memory(o) => memory::run(o).await,
+            Scenario::Prune(o) => prune::run(o).await,
         }
     });
     match result {
@@ -177,6 +184,7 @@ enum Scenario {
     Chain(chain::Options),
     Write(write::Options),
     Memory(memory::Options),
+    Prune(prune::Options),
 }
 
 impl Scenario {
@@ -193,6 +201,10 @@ impl Scenario {
                 database_url,
                 clients: f.numbers("--clients", &[1, 4])?,
                 seconds: f.number("--seconds", 10)? as u64,
+            }),
+            "prune" => Self::Prune(prune::Options {
+                database_url,
+                jobs: f.number("--jobs", 200_000)?,
             }),
             _ => Self::Memory(memory::Options {
                 database_url,
