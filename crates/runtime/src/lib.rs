@@ -188,12 +188,14 @@ impl Runtime {
             }
         };
         let work = own_pool(2).await?;
+        let start = own_pool(1).await?;
         let control = own_pool(2).await?;
         let beat = own_pool(1).await?;
         let fence_after = worker::heartbeat::fence_after(self.config.dead_after);
         let shared = Arc::new(Shared {
             db: self.db.clone(),
             work,
+            start,
             control,
             beat,
             time: self.time.clone(),

@@ -20,6 +20,7 @@ pub mod heartbeat;
 pub mod leader;
 pub mod prune;
 pub mod rescue;
+pub mod starter;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use tokio::task::JoinSet;
 use self::claim::ClaimedJob;
 use self::execute::{Outcome, Verdict};
 use self::heartbeat::Liveness;
+use self::starter::StartRequest;
 use self::writer::Write;
 use crate::alerts::AlertSink;
 use crate::db_time::DbTime;
@@ -62,6 +64,9 @@ pub struct Shared {
     /// The runtime's own connections for claims and the writer, so handlers holding every
     /// connection of `db` never hold up a claim or an outcome.
     pub work: Db,
+    /// The starter's own connection: a slot waiting for its next job never waits for a
+    /// claim or a batch of outcomes to give a connection back.
+    pub start: Db,
     /// The maintenance leader's connections (lease, rescue, statistics, pruning).
     pub control: Db,
     /// The heartbeat's own connection: nothing else can delay it.
@@ -106,17 +111,19 @@ impl WorkerPool {
         heartbeat::register(&shared, &queues).await?;
         let (shutdown, rx) = watch::channel(false);
         let (writes, write_rx) = mpsc::channel(4096);
+        let (starts, start_rx) = mpsc::channel(4096);
         let mut tasks = JoinSet::new();
         for queue in queues {
-            tasks.spawn(queue_loop(
-                shared.clone(),
-                queue,
-                rx.clone(),
-                writes.clone(),
-            ));
+            let lanes = Lanes {
+                writes: writes.clone(),
+                starts: starts.clone(),
+            };
+            tasks.spawn(queue_loop(shared.clone(), queue, rx.clone(), lanes));
         }
-        drop(writes);
+        drop((writes, starts));
         let writer = tokio::spawn(writer::run(shared.clone(), write_rx, rx));
+        // Ends with its last sender, when the queue loops and their tasks are gone.
+        tokio::spawn(starter::run(shared.clone(), start_rx));
         // Heartbeats go on until the queue loops have finished or handed back their jobs,
         // so nothing still running during the grace period looks abandoned.
         let (stop_liveness, liveness_rx) = watch::channel(false);
@@ -170,8 +177,9 @@ async fn queue_loop(
     shared: Arc<Shared>,
     queue: String,
     mut shutdown: watch::Receiver<bool>,
-    writes: mpsc::Sender<Write>,
+    lanes: Lanes,
 ) {
+    let writes = &lanes.writes;
     let Some(wake) = shared.wakers.get(&queue) else {
         tracing::error!(%queue, "no wake-up signal for queue; not starting it");
         return;
@@ -198,7 +206,7 @@ async fn queue_loop(
         if shared.liveness.is_fenced() {
             // Fenced: claim nothing, start nothing, and give back what is held unspent;
             // the heartbeat wakes this loop when it rejoins.
-            release(&writes, local.take_ahead()).await;
+            release(writes, local.take_ahead()).await;
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(shared.config.heartbeat_interval) => {}
@@ -209,7 +217,7 @@ async fn queue_loop(
         let stale = local.take_stale();
         if !stale.is_empty() {
             ahead_paused_until = Some(Instant::now() + AHEAD_PAUSE);
-            release(&writes, stale).await;
+            release(writes, stale).await;
         }
         let ahead_now = match ahead_paused_until {
             Some(until) if Instant::now() < until => 0,
@@ -226,7 +234,7 @@ async fn queue_loop(
             running.spawn(run_jobs(
                 shared.clone(),
                 local.clone(),
-                writes.clone(),
+                lanes.clone(),
                 Slot::Reserved(job),
                 permit,
             ));
@@ -269,7 +277,7 @@ async fn queue_loop(
                     running.spawn(run_jobs(
                         shared.clone(),
                         local.clone(),
-                        writes.clone(),
+                        lanes.clone(),
                         Slot::Started(job),
                         permit,
                     ));
@@ -322,7 +330,7 @@ async fn queue_loop(
     }
     running.abort_all();
     while running.join_next().await.is_some() {}
-    release(&writes, local.take_ahead()).await;
+    release(writes, local.take_ahead()).await;
     for job in local.take_running() {
         tracing::debug!(job_id = %job.id, "handing back an unfinished job");
         // A task aborted while its start was being written may hold a job that is still
@@ -336,6 +344,15 @@ async fn queue_loop(
             .await;
         let _ = writes.send(Write::Release(job)).await;
     }
+}
+
+/// Where a queue loop's tasks send what they need written.
+#[derive(Clone)]
+struct Lanes {
+    /// Outcomes and releases, to the writer.
+    writes: mpsc::Sender<Write>,
+    /// Starts of reserved jobs, to the starter.
+    starts: mpsc::Sender<StartRequest>,
 }
 
 /// How a slot's first job arrives.
@@ -439,13 +456,13 @@ impl Local {
 async fn run_jobs(
     shared: Arc<Shared>,
     local: Arc<Local>,
-    writes: mpsc::Sender<Write>,
+    lanes: Lanes,
     first: Slot,
     permit: OwnedSemaphorePermit,
 ) {
     let mut next = match first {
         Slot::Started(job) => Some(job),
-        Slot::Reserved(job) => start(&writes, &local, job).await,
+        Slot::Reserved(job) => start(&lanes.starts, &local, job).await,
     };
     loop {
         if let Some(job) = next.take() {
@@ -454,24 +471,27 @@ async fn run_jobs(
             // Send before leaving `running`: a task aborted at shutdown between the two is
             // then handed back (a no-op once its outcome is written) rather than left
             // `running` for a rescue.
-            let _ = writes.send(Write::Outcome(outcome)).await;
+            let _ = lanes.writes.send(Write::Outcome(outcome)).await;
             local.finished(&id);
         }
         match local.pop(&shared.liveness) {
-            // Its start goes to the writer together with the outcome just sent.
-            Some(job) => next = start(&writes, &local, job).await,
+            Some(job) => next = start(&lanes.starts, &local, job).await,
             None => break,
         }
     }
     drop(permit);
 }
 
-/// Starts a reserved job through the writer: spends its attempt on the database's clock.
+/// Starts a reserved job through the starter: spends its attempt on the database's clock.
 /// `None` when it is no longer this process's to start (released by a rescue meanwhile).
-async fn start(writes: &mpsc::Sender<Write>, local: &Local, job: ClaimedJob) -> Option<ClaimedJob> {
+async fn start(
+    starts: &mpsc::Sender<StartRequest>,
+    local: &Local,
+    job: ClaimedJob,
+) -> Option<ClaimedJob> {
     let id = job.id.clone();
     let (reply, answer) = oneshot::channel();
-    let started = match writes.send(Write::Start(job, reply)).await {
+    let started = match starts.send((job, reply)).await {
         Ok(()) => answer.await.ok().flatten(),
         Err(_) => None,
     };

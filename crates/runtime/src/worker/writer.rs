@@ -1,5 +1,5 @@
-//! The writer: one task per process that writes the state changes of the jobs this process
-//! holds — starts of reserved jobs, outcomes, releases — in batched transactions.
+//! The writer: one task per process that writes the outcomes of the jobs this process ran,
+//! and the release of reservations it will not start, in batched transactions.
 //!
 //! Outcomes first, hooks after: a `dead_lettered` hook and the `job_dead` alert follow only a
 //! dead letter that was actually applied, after its transaction committed, on a task of
@@ -8,11 +8,10 @@
 //! item at a time, and an outcome the database still refuses is dead-lettered with the
 //! reason — one bad row never blocks the others.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use super::claim::ClaimedJob;
@@ -28,9 +27,6 @@ const BATCH: usize = 256;
 pub enum Write {
     /// An attempt's outcome.
     Outcome(Outcome),
-    /// Start a reserved job (spend its attempt); answered with the started job, or `None`
-    /// when it is no longer this process's to start.
-    Start(ClaimedJob, oneshot::Sender<Option<ClaimedJob>>),
     /// Put a reserved job back, unspent.
     Release(ClaimedJob),
 }
@@ -40,8 +36,6 @@ pub enum Write {
 struct Applied {
     /// Jobs dead-lettered, with why.
     dead: Vec<(ClaimedJob, String)>,
-    /// Reserved jobs started: id → (attempt, started_at).
-    started: HashMap<String, (u32, i64)>,
 }
 
 /// Writes from `rx` until every sender is gone.
@@ -67,19 +61,8 @@ pub async fn run(
         };
         let mut woken = std::collections::BTreeSet::new();
         for write in batch.drain(..) {
-            match write {
-                Write::Start(mut job, reply) => {
-                    let started = applied.started.get(&job.id).map(|&(attempt, at)| {
-                        job.attempt = attempt;
-                        job.started_at = at;
-                        job
-                    });
-                    let _ = reply.send(started);
-                }
-                Write::Release(job) => {
-                    woken.insert(job.queue);
-                }
-                Write::Outcome(_) => {}
+            if let Write::Release(job) = write {
+                woken.insert(job.queue);
             }
         }
         for queue in woken {
@@ -135,7 +118,6 @@ async fn write_isolated(
             match write(shared, std::slice::from_ref(item)).await {
                 Ok(one) => {
                     applied.dead.extend(one.dead);
-                    applied.started.extend(one.started);
                     break;
                 }
                 Err(e) if !is_transient(&e) => {
@@ -195,13 +177,11 @@ async fn write(shared: &Shared, batch: &[Write]) -> Result<Applied, sqlx::Error>
     let (time, worker) = (&shared.time, shared.worker_id.as_str());
     let mut completed = Vec::new();
     let mut others = Vec::new();
-    let mut starts = Vec::new();
     let mut releases = Vec::new();
     for item in batch {
         match item {
             Write::Outcome(o) if matches!(o.result, Verdict::Completed { .. }) => completed.push(o),
             Write::Outcome(o) => others.push(o),
-            Write::Start(job, _) => starts.push(job),
             Write::Release(job) => releases.push(job),
         }
     }
@@ -218,11 +198,6 @@ async fn write(shared: &Shared, batch: &[Write]) -> Result<Applied, sqlx::Error>
     }
     for chunk in releases.chunks(COMPLETE_CHUNK) {
         complete::release(&mut tx, worker, chunk).await?;
-    }
-    for chunk in starts.chunks(COMPLETE_CHUNK) {
-        applied
-            .started
-            .extend(complete::start(&mut tx, time, worker, chunk).await?);
     }
     tx.commit().await?;
     Ok(applied)

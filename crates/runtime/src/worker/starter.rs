@@ -1,0 +1,60 @@
+//! The starter: spends the attempt of each reserved job a task is about to run.
+//!
+//! A reserved job (claimed ahead, held in memory) may run only once its start is committed
+//! — `reserved → running`, the attempt spent, on the database's clock — so a crash never
+//! leaves a run uncounted, and a reservation the leader released meanwhile is never run.
+//! Tasks finishing at about the same time have their next jobs started together: one task
+//! per process gathers the waiting starts into one `UPDATE … RETURNING` (its own statement,
+//! no transaction around it), so a slot waits about one round trip between jobs, and never
+//! behind a batch of outcomes.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use super::claim::ClaimedJob;
+use super::complete;
+use super::writer::is_transient;
+
+/// Starts one statement takes at most.
+const BATCH: usize = 128;
+
+/// A reserved job to start, and where to answer: the started job, or `None` when it is no
+/// longer this process's to start.
+pub type StartRequest = (ClaimedJob, oneshot::Sender<Option<ClaimedJob>>);
+
+/// Starts what `rx` asks for until every sender is gone.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<StartRequest>) {
+    let mut batch: Vec<StartRequest> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let started = loop {
+            let jobs: Vec<&ClaimedJob> = batch.iter().map(|(job, _)| job).collect();
+            let result = async {
+                let mut conn = shared.start.pool().acquire().await?;
+                complete::start(&mut conn, &shared.time, &shared.worker_id, &jobs).await
+            }
+            .await;
+            match result {
+                Ok(started) => break started,
+                // Away: nothing starts meanwhile; fenced, the tasks stop asking.
+                Err(e) if is_transient(&e) && !shared.liveness.is_fenced() => {
+                    tracing::warn!(error = %e, starts = batch.len(), "starting reserved jobs failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, starts = batch.len(), "could not start reserved jobs; they go back to the queue");
+                    break Default::default();
+                }
+            }
+        };
+        for (mut job, reply) in batch.drain(..) {
+            let answer = started.get(&job.id).map(|&(attempt, at)| {
+                job.attempt = attempt;
+                job.started_at = at;
+                job
+            });
+            let _ = reply.send(answer);
+        }
+    }
+}
