@@ -253,4 +253,15 @@ impl Workers {
     pub async fn maintain_now(&self) -> Result<(), sqlx::Error> {
         self.pool.maintain_now().await
     }
+
+    /// This process's worker id (`locked_by` of the jobs it holds, `keel_workers.id`).
+    pub fn worker_id(&self) -> &str {
+        self.pool.worker_id()
+    }
+
+    /// Whether these workers have fenced themselves (no heartbeat renewed for over half of
+    /// `dead_after`): claiming and starting nothing until a heartbeat goes through again.
+    pub fn is_fenced(&self) -> bool {
+        self.pool.is_fenced()
+    }
 }
