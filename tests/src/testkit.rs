@@ -342,6 +342,14 @@ impl Kit {
         .execute(self.db.pool())
         .await?;
         let already_here = !local_running().insert(job_id.clone());
+        // From here on, whatever fails, the guard's drop forgets this run again.
+        let guard = RunGuard {
+            db: self.db.clone(),
+            job_id: job_id.clone(),
+            pid,
+            attempt,
+            owns_local: !already_here,
+        };
         if already_here {
             self.violation(
                 &job_id,
@@ -382,13 +390,7 @@ impl Kit {
                 .execute(self.db.pool())
                 .await?;
         }
-        Ok(RunGuard {
-            db: self.db.clone(),
-            job_id,
-            pid,
-            attempt,
-            owns_local: !already_here,
-        })
+        Ok(guard)
     }
 
     async fn violation(&self, job_id: &str, detail: String) -> Result<(), sqlx::Error> {
