@@ -56,12 +56,17 @@ pub struct TestRuntime {
     url: String,
 }
 
+/// A runtime's clock, and the manual time behind it when there is one.
+type InjectedClock = (Arc<dyn Clock>, Option<Arc<ManualClock>>);
+
 /// Options for [`TestRuntime::build`].
 #[derive(Debug)]
 pub struct Builder<'a> {
     db: &'a TestDb,
     config: RuntimeConfig,
     system_clock: bool,
+    clock: Option<InjectedClock>,
+    handler_pool: Option<(u32, Duration)>,
     migrate: bool,
 }
 
@@ -81,6 +86,24 @@ impl Builder<'_> {
         self
     }
 
+    /// Runs on `clock` (e.g. a [`crate::clock::SkewedClock`]); `manual`, when given, is the
+    /// manual time behind it — the one [`TestRuntime::advance`] moves, shared with other
+    /// runtimes on the same database.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>, manual: Option<Arc<ManualClock>>) -> Self {
+        self.clock = Some((clock, manual));
+        self
+    }
+
+    /// Gives handlers (and the runtime's `db`) a pool of their own with `max_connections`
+    /// connections and this acquire timeout, e.g. to starve them on purpose. The test's own
+    /// queries ([`TestRuntime::db`]) keep a pool of their own.
+    #[must_use]
+    pub fn handler_pool(mut self, max_connections: u32, acquire_timeout: Duration) -> Self {
+        self.handler_pool = Some((max_connections, acquire_timeout));
+        self
+    }
+
     /// Skips applying migrations (for tests of migrations themselves).
     #[must_use]
     pub fn without_migrations(mut self) -> Self {
@@ -91,20 +114,27 @@ impl Builder<'_> {
     /// Connects, wires the testkit, and applies migrations.
     pub async fn build(self) -> TestRuntime {
         let db = self.db.connect().await;
-        let manual = (!self.system_clock).then(|| Arc::new(ManualClock::new()));
-        let clock: Arc<dyn Clock> = match &manual {
-            Some(m) => m.clone(),
-            None => Arc::new(SystemClock),
+        let (clock, manual): (Arc<dyn Clock>, _) = match self.clock {
+            Some((clock, manual)) => (clock, manual),
+            None if self.system_clock => (Arc::new(SystemClock), None),
+            None => {
+                let manual = Arc::new(ManualClock::new());
+                (manual.clone(), Some(manual))
+            }
+        };
+        let handlers = match self.handler_pool {
+            Some((max, acquire_timeout)) => connect_pool(self.db.url(), max, acquire_timeout).await,
+            None => db.clone(),
         };
         let alerts = Arc::new(RecordingAlerts::default());
         let runtime = Runtime::new(
-            db.clone(),
+            handlers.clone(),
             self.db.url(),
             clock,
             self.config,
             alerts.clone(),
         );
-        let kit = Kit::new(db.clone(), runtime.outbox(), runtime.jobs());
+        let kit = Kit::new(handlers, runtime.outbox(), runtime.jobs());
         let module = kit.module();
         runtime.install(&[&module]).unwrap();
         if self.migrate {
@@ -121,6 +151,63 @@ impl Builder<'_> {
     }
 }
 
+/// Workers on a tokio runtime of their own (see [`TestRuntime::start_crashable_workers`]).
+#[derive(Debug)]
+pub struct CrashableWorkers {
+    tokio: Option<tokio::runtime::Runtime>,
+    worker_id: String,
+}
+
+impl CrashableWorkers {
+    /// Their worker id (`locked_by` of the jobs they hold).
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Ends every task and connection of these workers at once, as `kill -9` would.
+    pub fn crash(mut self) {
+        if let Some(tokio) = self.tokio.take() {
+            tokio.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableWorkers {
+    fn drop(&mut self) {
+        if let Some(tokio) = self.tokio.take() {
+            tokio.shutdown_background();
+        }
+    }
+}
+
+/// A pool on `url` like [`runtime::connect`]'s, with its own size and acquire timeout.
+async fn connect_pool(url: &str, max_connections: u32, acquire_timeout: Duration) -> Db {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let options = sqlx::any::AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout);
+    let (backend, url) = if url.starts_with("sqlite:") {
+        (events::Backend::Sqlite, format!("{url}?mode=rwc"))
+    } else {
+        (events::Backend::Postgres, url.to_owned())
+    };
+    let options = options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            if backend == events::Backend::Sqlite {
+                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                    .await?;
+            }
+            Ok(())
+        })
+    });
+    let pool = options
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    Db::new(pool, backend)
+}
+
 impl TestRuntime {
     /// A runtime with [`test_config`] and a [`ManualClock`], migrated.
     pub async fn new(db: &TestDb) -> Self {
@@ -133,6 +220,8 @@ impl TestRuntime {
             db,
             config: test_config(),
             system_clock: false,
+            clock: None,
+            handler_pool: None,
             migrate: true,
         }
     }
@@ -157,6 +246,17 @@ impl TestRuntime {
             .expect("this runtime runs on the wall clock")
     }
 
+    /// The manual clock, to share with another runtime on the same database (see
+    /// [`Builder::clock`]).
+    ///
+    /// # Panics
+    /// When the runtime runs on the wall clock.
+    pub fn shared_clock(&self) -> Arc<ManualClock> {
+        self.manual
+            .clone()
+            .expect("this runtime runs on the wall clock")
+    }
+
     /// The runtime's reading of now, in unix ms.
     pub fn now_ms(&self) -> i64 {
         self.runtime.clock().now().timestamp_millis()
@@ -171,6 +271,33 @@ impl TestRuntime {
     /// Starts workers on every configured queue.
     pub async fn start_workers(&self) -> Workers {
         self.runtime.start_workers(None).await.unwrap()
+    }
+
+    /// Starts workers on every queue on a tokio runtime of their own, which
+    /// [`CrashableWorkers::crash`] ends as abruptly as `kill -9` ends a process: no hand-back,
+    /// no last heartbeat, no outcome written — their rows stay as they were, for another
+    /// runtime's maintenance to find. (Keep asking the database through another runtime
+    /// afterwards: connections this one's handlers opened go down with them.)
+    pub async fn start_crashable_workers(&self) -> CrashableWorkers {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtime = self.runtime.clone();
+        let (started, is_started) = tokio::sync::oneshot::channel();
+        tokio.spawn(async move {
+            let workers = runtime.start_workers(None).await.unwrap();
+            let _ = started.send(workers.worker_id().to_owned());
+            // Held until the tokio runtime goes.
+            std::future::pending::<()>().await;
+            drop(workers);
+        });
+        let worker_id = is_started.await.expect("crashable workers to start");
+        CrashableWorkers {
+            tokio: Some(tokio),
+            worker_id,
+        }
     }
 
     /// Enqueues a `testkit.run` job with `plan` in a committed transaction.

@@ -71,9 +71,9 @@ CREATE TABLE testkit_seen (
 
 /// What a testkit job does when it runs; every field is optional (`Plan::new(key)` succeeds).
 ///
-/// The steps, in order: hang, panic, sleep, publish, guarded effect, fail, cancel. Failing
-/// comes after the effects on purpose: it models a handler that did its work and crashed
-/// before the runtime heard of it, which is what the inbox guard exists for.
+/// The steps, in order: hang, panic, sleep, hold a connection, publish, guarded effect, fail,
+/// cancel. Failing comes after the effects on purpose: it models a handler that did its work
+/// and crashed before the runtime heard of it, which is what the inbox guard exists for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Plan {
@@ -87,6 +87,8 @@ pub struct Plan {
     pub panic_attempts: u32,
     /// Each attempt sleeps this long before its effects.
     pub sleep_ms: u64,
+    /// Each attempt holds one connection of the handlers' pool this long (after its sleep).
+    pub hold_connection_ms: u64,
     /// Publish `testkit.happened {key}` in a transaction of its own.
     pub publish: bool,
     /// Insert into `testkit_effects` behind the inbox guard (`mark_processed` with the job's
@@ -141,6 +143,13 @@ impl Plan {
     #[must_use]
     pub fn sleep_ms(mut self, ms: u64) -> Self {
         self.sleep_ms = ms;
+        self
+    }
+
+    /// Holds a connection of the handlers' pool for `ms` milliseconds in every attempt.
+    #[must_use]
+    pub fn hold_connection_ms(mut self, ms: u64) -> Self {
+        self.hold_connection_ms = ms;
         self
     }
 
@@ -342,6 +351,14 @@ impl Kit {
         .execute(self.db.pool())
         .await?;
         let already_here = !local_running().insert(job_id.clone());
+        // From here on, whatever fails, the guard's drop forgets this run again.
+        let guard = RunGuard {
+            db: self.db.clone(),
+            job_id: job_id.clone(),
+            pid,
+            attempt,
+            owns_local: !already_here,
+        };
         if already_here {
             self.violation(
                 &job_id,
@@ -382,13 +399,7 @@ impl Kit {
                 .execute(self.db.pool())
                 .await?;
         }
-        Ok(RunGuard {
-            db: self.db.clone(),
-            job_id,
-            pid,
-            attempt,
-            owns_local: !already_here,
-        })
+        Ok(guard)
     }
 
     async fn violation(&self, job_id: &str, detail: String) -> Result<(), sqlx::Error> {
@@ -425,6 +436,11 @@ impl Kit {
         }
         if plan.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(plan.sleep_ms)).await;
+        }
+        if plan.hold_connection_ms > 0 {
+            let mut conn = self.db.pool().acquire().await?;
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            tokio::time::sleep(Duration::from_millis(plan.hold_connection_ms)).await;
         }
         if plan.publish {
             let mut tx = self.db.begin().await?;

@@ -180,17 +180,21 @@ impl Runtime {
         // The runtime's own connections: claims and the writer, the maintenance leader, and
         // the heartbeat each have theirs, so none waits behind handlers or behind another.
         // An in-memory SQLite database exists once per connection pool: share it then.
-        let own_pool = |size: u32| async move {
+        // The leader's statements give up when its step does (see
+        // `storage::connect_bounded`), so one stuck step cannot stall the next.
+        let own_pool = |size: u32, bounded: Option<std::time::Duration>| async move {
             if self.database_url.contains(":memory:") {
                 Ok(self.db.clone())
+            } else if let Some(timeout) = bounded {
+                storage::connect_bounded(&self.database_url, size, timeout).await
             } else {
                 storage::connect(&self.database_url, size).await
             }
         };
-        let work = own_pool(2).await?;
-        let start = own_pool(1).await?;
-        let control = own_pool(2).await?;
-        let beat = own_pool(1).await?;
+        let work = own_pool(2, None).await?;
+        let start = own_pool(1, None).await?;
+        let control = own_pool(2, Some(worker::leader::step_timeout(&self.config))).await?;
+        let beat = own_pool(1, None).await?;
         let fence_after = worker::heartbeat::fence_after(self.config.dead_after);
         let shared = Arc::new(Shared {
             db: self.db.clone(),
@@ -254,5 +258,16 @@ impl Workers {
     /// Fails when the database does.
     pub async fn maintain_now(&self) -> Result<(), sqlx::Error> {
         self.pool.maintain_now().await
+    }
+
+    /// This process's worker id (`locked_by` of the jobs it holds, `keel_workers.id`).
+    pub fn worker_id(&self) -> &str {
+        self.pool.worker_id()
+    }
+
+    /// Whether these workers have fenced themselves (no heartbeat renewed for over half of
+    /// `dead_after`): claiming and starting nothing until a heartbeat goes through again.
+    pub fn is_fenced(&self) -> bool {
+        self.pool.is_fenced()
     }
 }

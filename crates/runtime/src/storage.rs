@@ -16,6 +16,9 @@ use crate::error::RuntimeError;
 
 /// How long a request waits for a pooled connection before answering 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a SQLite statement waits for the write lock before failing with `database is
+/// locked`.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which backend a URL selects.
 ///
@@ -36,23 +39,52 @@ pub fn backend_of(url: &str) -> Result<Backend, RuntimeError> {
 /// # Errors
 /// Fails on an unsupported URL, an unwritable folder, or a database that does not answer.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Db, RuntimeError> {
+    connect_with(url, max_connections, None).await
+}
+
+/// Connects a pool whose statements give up after `statement_timeout`: PostgreSQL cancels
+/// one that runs longer (`statement_timeout`, waiting for locks included), and SQLite waits
+/// no longer than that for the write lock (`busy_timeout`).
+///
+/// For callers that stop waiting for a statement after that long (the maintenance leader's
+/// steps): without it, a statement abandoned by its caller keeps its connection busy —
+/// blocked on a lock, say — and the caller's next statement waits behind it for a
+/// connection of the same pool, so one stuck step would stall every later one.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_bounded(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> Result<Db, RuntimeError> {
+    connect_with(url, max_connections, Some(statement_timeout)).await
+}
+
+async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> Result<Db, RuntimeError> {
     sqlx::any::install_default_drivers();
     let backend = backend_of(url)?;
+    let timeout_ms = statement_timeout.map(|t| t.as_millis().max(1));
     let (url, options) = match backend {
         Backend::Sqlite => {
             create_sqlite_folder(url)?;
             let url = with_create_mode(url);
+            let busy_ms = timeout_ms.unwrap_or(SQLITE_BUSY_TIMEOUT.as_millis());
             let options = AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .min_connections(1)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
                     Box::pin(async move {
-                        conn.execute(
+                        let pragmas = format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                             PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;"
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                         Ok(())
                     })
                 });
@@ -62,7 +94,16 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db, RuntimeError
             let options = AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .test_before_acquire(true);
+                .test_before_acquire(true)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if let Some(ms) = timeout_ms {
+                            let set = format!("SET statement_timeout = {ms}");
+                            conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                        }
+                        Ok(())
+                    })
+                });
             (url.to_owned(), options)
         }
     };

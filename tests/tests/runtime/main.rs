@@ -1,6 +1,7 @@
 //! The runtime's behaviour, on real databases: the outbox, retries and dead letters, poison,
 //! dedupe and the inbox guard, trace ids, graceful shutdown, rescue of jobs held by killed
-//! processes, queue statistics, migrations and wake-ups.
+//! processes, queue statistics, migrations and wake-ups, and liveness over time on several
+//! replicas (clock skew, reservations, fencing, pruning under load, starved pools).
 //!
 //! Every test runs on SQLite and — when `KEEL_TEST_POSTGRES_URL` is set — on PostgreSQL
 //! (`<test>::sqlite`, `<test>::postgres`), except the few only PostgreSQL can do.
@@ -9,6 +10,7 @@
 mod alerts;
 mod claim_ahead;
 mod dead_letters;
+mod liveness;
 mod migrations;
 mod outbox;
 mod processes;

@@ -53,7 +53,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// # Errors
 /// The first step that failed (the others still ran).
 pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
-    let timeout = step_timeout(shared);
+    let timeout = step_timeout(&shared.config);
     if !step("lease", timeout, take_lease(shared)).await? {
         return Ok(());
     }
@@ -75,10 +75,11 @@ pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
         .map_or(Ok(()), Err)
 }
 
-/// How long one step may take: a quarter of `dead_after` (at least 1 s), so a round always
-/// fits in its lease.
-fn step_timeout(shared: &Shared) -> Duration {
-    (shared.config.dead_after / 4).max(Duration::from_secs(1))
+/// How long one step may take: a quarter of `dead_after` (at least 2 s, for a busy machine), so a round
+/// normally fits in its lease. The leader's connections give up on a statement after as long, so a
+/// step that timed out leaves no connection busy behind it.
+pub fn step_timeout(config: &crate::RuntimeConfig) -> Duration {
+    (config.dead_after / 4).max(Duration::from_secs(2))
 }
 
 /// How long one round may spend pruning: most of the time until the next round, so pruning

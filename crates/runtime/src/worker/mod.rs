@@ -163,6 +163,16 @@ impl WorkerPool {
         tracing::info!(worker_id = %self.shared.worker_id, "workers stopped");
     }
 
+    /// This process's worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// Whether this process has fenced itself (see [`heartbeat::Liveness::is_fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        self.shared.liveness.is_fenced()
+    }
+
     /// Runs one heartbeat and one maintenance round now (tests drive rescue with it).
     ///
     /// # Errors

@@ -49,53 +49,71 @@ pub async fn rescue(shared: &Shared) -> Result<(), sqlx::Error> {
 }
 
 async fn release_reservations(shared: &Shared) -> Result<(), sqlx::Error> {
+    // `RETURNING` reads a row as updated, with `locked_by` already NULL: find the holders
+    // first, then release each one's reservations by name, so the attempt row and the log
+    // say whose they were.
+    let releasable = |ttl: &str, dead_after: &str| {
+        format!(
+            "state IN ('reserved', 'running') AND state = 'reserved' \
+             AND (reserved_at < NOW_MS - {ttl} OR NOT {live})",
+            live = live_worker("keel_jobs.locked_by", dead_after),
+        )
+    };
     let sql = shared.time.sql(&format!(
-        "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
-         WHERE state IN ('reserved', 'running') AND state = 'reserved' AND (reserved_at < NOW_MS - $3 OR NOT {live}) AND {lease} \
-         RETURNING id, queue, locked_by, attempt, NOW_MS AS db_now",
-        live = live_worker("keel_jobs.locked_by", "$4"),
-        lease = holds_lease("$2"),
+        "SELECT DISTINCT locked_by FROM keel_jobs WHERE {}",
+        releasable("$2", "$3")
     ));
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let holders: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(shared.time.fixed())
-        .bind(&shared.worker_id)
         .bind(millis(RESERVATION_TTL))
         .bind(millis(shared.config.dead_after))
         .fetch_all(shared.control.pool())
         .await?;
-    if rows.is_empty() {
-        return Ok(());
+    let sql = shared.time.sql(&format!(
+        "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
+         WHERE locked_by = $5 AND {} AND {lease} \
+         RETURNING id, queue, attempt, NOW_MS AS db_now",
+        releasable("$3", "$4"),
+        lease = holds_lease("$2"),
+    ));
+    for holder in holders.into_iter().flatten() {
+        let mut tx = shared.control.begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(shared.time.fixed())
+            .bind(&shared.worker_id)
+            .bind(millis(RESERVATION_TTL))
+            .bind(millis(shared.config.dead_after))
+            .bind(&holder)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let queue: String = row.try_get("queue")?;
+            let attempt: i32 = row.try_get("attempt")?;
+            let now: i64 = row.try_get("db_now")?;
+            metrics::counter!("keel_reservations_released_total", "queue" => queue.clone())
+                .increment(1);
+            tracing::info!(job_id = %id, worker = %holder, "released a reservation; back in the queue unspent");
+            let error = format!(
+                "reserved by worker {holder}, which did not start it (stopped heartbeating, or held it too long); back in the queue, no attempt spent"
+            );
+            record_attempt(
+                &mut tx,
+                &AttemptRow {
+                    job_id: &id,
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    worker: &holder,
+                    started_at: now,
+                    finished_at: now,
+                    outcome: "released",
+                    error: Some(&error),
+                    detail: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
     }
-    let mut tx = shared.control.begin().await?;
-    for row in &rows {
-        let id: String = row.try_get("id")?;
-        let queue: String = row.try_get("queue")?;
-        let holder: Option<String> = row.try_get("locked_by")?;
-        let holder = holder.unwrap_or_default();
-        let attempt: i32 = row.try_get("attempt")?;
-        let now: i64 = row.try_get("db_now")?;
-        metrics::counter!("keel_reservations_released_total", "queue" => queue.clone())
-            .increment(1);
-        tracing::info!(job_id = %id, worker = %holder, "released a reservation; back in the queue unspent");
-        let error = format!(
-            "reserved by worker {holder}, which did not start it (stopped heartbeating, or held it too long); back in the queue, no attempt spent"
-        );
-        record_attempt(
-            &mut tx,
-            &AttemptRow {
-                job_id: &id,
-                attempt: u32::try_from(attempt).unwrap_or(0),
-                worker: &holder,
-                started_at: now,
-                finished_at: now,
-                outcome: "released",
-                error: Some(&error),
-                detail: None,
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 
