@@ -3,8 +3,9 @@
 //! processes, queue statistics, migrations and wake-ups, and liveness over time on several
 //! replicas (clock skew, reservations, fencing, pruning under load, starved pools).
 //!
-//! Every test runs on SQLite and — when `KEEL_TEST_POSTGRES_URL` is set — on PostgreSQL
-//! (`<test>::sqlite`, `<test>::postgres`), except the few only PostgreSQL can do.
+//! Every test runs on SQLite and on PostgreSQL (`<test>::sqlite`, `<test>::postgres`),
+//! except the few only PostgreSQL can do; `cargo xtask test` skips — and names — the
+//! PostgreSQL variants when no server answers (see `tests/src/db.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod alerts;
