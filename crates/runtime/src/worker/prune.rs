@@ -10,7 +10,8 @@
 //! | idempotency keys (stored answers) | one day |
 //! | workers stopped long ago | `[workers] retention` |
 //!
-//! A round deletes batch after batch, round-robin over the tables, until every table is
+//! A round deletes batch after batch, round-robin over the tables — every table gets at
+//! least one batch a round, so a slow one never starves the others — until every table is
 //! caught up or its time budget is spent; a round that had to stop early leaves the rest
 //! for the next, which follows at once. On SQLite each batch holds the single writer lock
 //! for a few milliseconds only, and the pruner steps aside between batches so API writes
@@ -95,9 +96,6 @@ pub async fn prune(shared: &Shared, budget: Duration) -> Result<u64, sqlx::Error
             }
             if shared.control.backend() == Backend::Sqlite {
                 tokio::time::sleep(SQLITE_STEP_ASIDE).await;
-            }
-            if began.elapsed() >= budget {
-                break;
             }
         }
         pending = still;
