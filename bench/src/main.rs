@@ -9,9 +9,12 @@
 //! keel-bench memory --database-url URL --backlog M [--jobs N] [--concurrency C]
 //! keel-bench peers --database-url postgres://… [--jobs N] [--concurrency C] [--rounds R]
 //!                  [--only graphile-worker,apalis]
+//! keel-bench soak --database-url URL [--seconds 600] [--retention 30s] [--sample-every 5s]
+//!                 [--concurrency 32] [--batch 500] [--event-every 5] [--producers 2]
+//!                 [--ahead 5000]
 //! ```
 //!
-//! `chain`, `write` and `memory` print one JSON line; `peers` one per peer mode, then the
+//! `chain`, `write`, `memory` and `soak` print one JSON line; `peers` one per peer mode, then the
 //! Keel ÷ peer ratios (see `peers.rs` and `bench/peers/README.md`).
 //!
 //! `keel-bench suite [--quick] [--jobs N] [--out FILE] …` runs every scenario, each as a child
@@ -23,6 +26,7 @@
 
 mod chain;
 mod charts;
+mod counters;
 mod db;
 mod flags;
 mod machine;
@@ -32,6 +36,7 @@ mod queue;
 mod report;
 mod results;
 mod served;
+mod soak;
 mod stats;
 mod suite;
 mod tables;
@@ -39,6 +44,7 @@ mod targets;
 mod write;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use events::Backend;
 use queue::{BacklogKind, Options};
@@ -77,6 +83,15 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   graphile-worker and apalis-postgres (bench/peers/) beside Keel's queue scenario, same
   N, concurrency and server, with Keel ÷ peer ratios (keel-bench peers --help)
 
+       keel-bench soak --database-url URL [--seconds 600] [--retention 30s]
+                       [--sample-every 5s] [--concurrency 32] [--batch 500]
+                       [--event-every 5] [--producers 2] [--ahead 5000]
+  sustained load with a short retention: --producers tasks enqueue as fast as the drain
+  allows (--batch jobs per transaction, one in --event-every the queued listener delivery
+  of a published event, the rest no-op jobs; at most --ahead jobs waiting), two queues at
+  --concurrency; samples the runtime's row counts, this process's RSS, jobs drained/s and
+  rows pruned/s
+
        keel-bench suite …    every scenario in one run (keel-bench suite --help)
        keel-bench report …   tables, charts and BENCHMARKS.md (keel-bench report --help)";
 
@@ -98,7 +113,7 @@ fn main() -> ExitCode {
     if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
         return peers::main(rest);
     }
-    if let Some((command @ ("chain" | "write" | "memory"), rest)) =
+    if let Some((command @ ("chain" | "write" | "memory" | "soak"), rest)) =
         args.split_first().map(|(c, r)| (c.as_str(), r))
     {
         return run_json_scenario(command, rest);
@@ -137,7 +152,7 @@ fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
-/// Runs `chain`, `write` or `memory` and prints its JSON line.
+/// Runs `chain`, `write`, `memory` or `soak` and prints its JSON line.
 fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
     let scenario = match flags::Flags::parse(rest) {
         Ok(f) => Scenario::from_flags(command, &f),
@@ -158,6 +173,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
             Scenario::Chain(o) => chain::run(o).await,
             Scenario::Write(o) => write::run(o).await,
             Scenario::Memory(o) => memory::run(o).await,
+            Scenario::Soak(o) => soak::run(o).await,
         }
     });
     match result {
@@ -177,6 +193,7 @@ enum Scenario {
     Chain(chain::Options),
     Write(write::Options),
     Memory(memory::Options),
+    Soak(soak::Options),
 }
 
 impl Scenario {
@@ -193,6 +210,17 @@ impl Scenario {
                 database_url,
                 clients: f.numbers("--clients", &[1, 4])?,
                 seconds: f.number("--seconds", 10)? as u64,
+            }),
+            "soak" => Self::Soak(soak::Options {
+                database_url,
+                seconds: f.number("--seconds", 600)? as u64,
+                retention: f.duration("--retention", Duration::from_secs(30))?,
+                sample_every: f.duration("--sample-every", Duration::from_secs(5))?,
+                concurrency: f.number("--concurrency", 32)?,
+                batch: f.number("--batch", 500)?,
+                event_every: f.number("--event-every", 5)?,
+                producers: f.number("--producers", 2)?,
+                ahead: f.number("--ahead", 5000)?,
             }),
             _ => Self::Memory(memory::Options {
                 database_url,
@@ -212,7 +240,7 @@ fn parse(args: &[String]) -> Result<(Options, bool), String> {
     };
     if command != "queue" {
         return Err(format!(
-            "unknown scenario `{command}` (known: queue, chain, write, memory)"
+            "unknown scenario `{command}` (known: queue, chain, write, memory, soak)"
         ));
     }
     let mut opts = Options {
