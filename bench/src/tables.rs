@@ -100,24 +100,33 @@ fn smoke_reasons(r: &Results) -> Vec<String> {
     {
         reasons.push("no 1 000 000-job backlog (`--quick`)".to_owned());
     }
-    let cores = r.machine().and_then(|m| num(m, "nproc"));
-    let busiest = r
-        .lines
-        .iter()
-        .filter_map(|v| v["loadavg_before"][0].as_f64())
-        .fold(None, |max: Option<f64>, l| {
-            Some(max.map_or(l, |m| m.max(l)))
-        });
     // The 1-min average before a step still carries the previous step, which keeps every core
     // busy on its own (database, Keel and load generator): only load beyond one core more
     // than that says something else was running.
-    if let (Some(cores), Some(load)) = (cores, busiest)
-        && load > cores + 1.0
-    {
-        reasons.push(format!(
-            "a busy machine (1-min load average up to {} on {cores} cores)",
-            fmt(load)
-        ));
+    if let Some(cores) = r.machine().and_then(|m| num(m, "nproc")) {
+        let mut busiest: Option<f64> = None;
+        let mut during: Vec<String> = Vec::new();
+        for v in &r.lines {
+            let Some(load) = v["loadavg_before"][0].as_f64().filter(|l| *l > cores + 1.0) else {
+                continue;
+            };
+            busiest = Some(busiest.map_or(load, |m| m.max(load)));
+            let step = format!(
+                "{}{}",
+                text(v, "scenario").unwrap_or("?"),
+                text(v, "backend").map_or_else(String::new, |b| format!(" on {b}"))
+            );
+            if !during.contains(&step) {
+                during.push(step);
+            }
+        }
+        if let Some(load) = busiest {
+            reasons.push(format!(
+                "a busy machine (1-min load average up to {} on {cores} cores, before: {})",
+                fmt(load),
+                during.join(", ")
+            ));
+        }
     }
     if r.machine().and_then(|m| text(m, "build")) == Some("debug") {
         reasons.push("a debug build".to_owned());
@@ -171,6 +180,7 @@ pub fn render(r: &Results, ctx: &Context) -> String {
     chain(&mut out, r);
     write_path(&mut out, r);
     memory(&mut out, r);
+    soak(&mut out, r);
     failures(&mut out, r);
     out.trim_end().to_owned() + "\n"
 }
@@ -260,8 +270,7 @@ fn machine(out: &mut String, r: &Results) {
         ),
     );
     row("node", text(m, "node").unwrap_or("–").to_owned());
-    row(
-        "Keel commit",
+    let commit = |m: &Value| {
         format!(
             "{}{}",
             text(m, "git_commit").unwrap_or("?"),
@@ -270,7 +279,20 @@ fn machine(out: &mut String, r: &Results) {
             } else {
                 ""
             }
-        ),
+        )
+    };
+    let machines = r.machines();
+    row(
+        "Keel commit",
+        if machines.len() > 1 {
+            machines
+                .iter()
+                .map(|m| format!("{} (run {})", commit(m), text(m, "run_id").unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            commit(m)
+        },
     );
     let mut peers: Vec<String> = Vec::new();
     for p in r.peers() {
@@ -637,6 +659,115 @@ fn memory(out: &mut String, r: &Results) {
     );
 }
 
+/// `a → b (max c)` of one table's row counts in a soak line.
+fn soak_rows(v: &Value, table: &str) -> String {
+    let count = |key: &str| opt(v[key][table].as_f64());
+    format!(
+        "{} → {} (max {})",
+        count("rows_at_warmup"),
+        count("rows_end"),
+        count("rows_max")
+    )
+}
+
+fn yes_no(v: &Value) -> &'static str {
+    match v.as_bool() {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "–",
+    }
+}
+
+fn soak(out: &mut String, r: &Results) {
+    let lines: Vec<&Value> = ["sqlite", "postgres"]
+        .iter()
+        .filter_map(|b| r.last("soak", b))
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### Soak: sustained drain with a short retention, row counts and RSS over time
+"
+    );
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|v| {
+            vec![
+                backend_label(v).to_owned(),
+                format!(
+                    "{} s / {} s",
+                    field(v, "seconds"),
+                    num(v, "retention_s").map_or_else(|| "–".to_owned(), |x| format!("{x:.0}"))
+                ),
+                format!("**{}**", field(v, "drain_jobs_per_s")),
+                field(v, "pruned_jobs_per_s"),
+                field(v, "pruned_rows_per_s"),
+                num(v, "prune_to_drain_ratio")
+                    .map_or_else(|| "–".to_owned(), |x| format!("**{x:.3}**")),
+                field(v, "pruned_jobs_per_s_peak"),
+                yes_no(&v["rows_flat"]).to_owned(),
+                format!(
+                    "{} → {} (peak {})",
+                    mib(num(v, "rss_at_warmup_kib")),
+                    mib(num(v, "rss_end_kib")),
+                    mib(num(v, "rss_peak_sampled_kib"))
+                ),
+                yes_no(&v["rss_flat"]).to_owned(),
+            ]
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "Rates over the samples after the warm-up (retention + two heartbeat intervals);          drain counts every job run (no-op jobs and listener deliveries), pruned jobs/s is          the runtime's `keel_pruned_rows_total{{table=\"jobs\"}}`, pruned rows/s adds their          attempts, events and inbox rows. *Flat*: the largest count of the second half of the          window is at most 1.2 × the largest of the first half.\n"
+    );
+    table(
+        out,
+        &[
+            "backend",
+            "load / retention",
+            "drain, jobs/s",
+            "pruned, jobs/s",
+            "pruned, rows/s",
+            "pruned ÷ drain",
+            "pruned jobs/s, best interval",
+            "row counts flat",
+            "RSS at warm-up → end",
+            "RSS flat",
+        ],
+        &rows,
+    );
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|v| {
+            let mut row = vec![backend_label(v).to_owned()];
+            row.extend(
+                [
+                    "keel_jobs",
+                    "keel_job_attempts",
+                    "keel_events",
+                    "keel_inbox",
+                ]
+                .iter()
+                .map(|t| soak_rows(v, t)),
+            );
+            row
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "rows at warm-up → end (max)",
+            "keel_jobs",
+            "keel_job_attempts",
+            "keel_events",
+            "keel_inbox",
+        ],
+        &rows,
+    );
+}
+
 fn failures(out: &mut String, r: &Results) {
     let rows: Vec<Vec<String>> = r
         .errors()
@@ -693,5 +824,19 @@ mod tests {
         assert!(text.contains("keel-bench suite --jobs 2000"));
         assert!(text.contains("unknown scenario \\| peers"));
         assert!(text.contains("No peer was measured"));
+    }
+
+    #[test]
+    fn a_soak_line_renders_both_tables() {
+        let file = r#"{"scenario":"soak","run_id":"A","backend":"postgres","seconds":600,"retention_s":30.0,"drain_jobs_per_s":9000.0,"pruned_jobs_per_s":8990.0,"pruned_rows_per_s":27000.0,"prune_to_drain_ratio":0.999,"pruned_jobs_per_s_peak":20000.0,"rows_flat":true,"rss_flat":false,"rss_at_warmup_kib":40960,"rss_end_kib":51200,"rss_peak_sampled_kib":52224,"rows_at_warmup":{"keel_jobs":300000,"keel_job_attempts":290000,"keel_events":150000,"keel_inbox":145000},"rows_end":{"keel_jobs":310000,"keel_job_attempts":300000,"keel_events":155000,"keel_inbox":150000},"rows_max":{"keel_jobs":330000,"keel_job_attempts":320000,"keel_events":165000,"keel_inbox":160000}}
+"#;
+        let r = Results::parse(file, Selection::LastRun);
+        let text = render(&r, &Context::default());
+        assert!(text.contains("### Soak"));
+        assert!(text.contains(
+            "| PostgreSQL | 600 s / 30 s | **9 000** | 8 990 | 27 000 | **0.999** | 20 000 | yes | \
+             40.0 MiB → 50.0 MiB (peak 51.0 MiB) | **no** |"
+        ));
+        assert!(text.contains("| PostgreSQL | 300 000 → 310 000 (max 330 000) |"));
     }
 }
