@@ -476,8 +476,8 @@ fn time_panel(
 ) -> anyhow::Result<()> {
     let points = || series.iter().flat_map(|s| s.2.iter());
     let xmax = points().map(|p| p.0).fold(0.0, f64::max).max(1.0);
-    // Headroom above the highest line for the legend.
-    let ymax = points().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.35;
+    // Headroom above the highest line for the legend (up to six entries).
+    let ymax = points().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.7;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(12)

@@ -363,18 +363,17 @@ fn draw_charts(r: &Results, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
             .iter()
             .map(|(title, v)| soak_panel(title, v))
             .collect();
-        let retention = soaks
-            .iter()
-            .filter_map(|(_, v)| num(v, "retention_s"))
-            .map(fmt)
-            .next()
-            .unwrap_or_else(|| "?".to_owned());
-        let seconds = soaks
-            .iter()
-            .filter_map(|(_, v)| num(v, "seconds"))
-            .map(fmt)
-            .collect::<Vec<_>>()
-            .join(" / ");
+        let distinct = |key: &str| {
+            let mut values: Vec<String> = Vec::new();
+            for x in soaks.iter().filter_map(|(_, v)| num(v, key)) {
+                let x = format!("{x:.0}");
+                if !values.contains(&x) {
+                    values.push(x);
+                }
+            }
+            values.join(" / ")
+        };
+        let (seconds, retention) = (distinct("seconds"), distinct("retention_s"));
         let path = dir.join("soak.svg");
         charts::soak_chart(
             &path,
