@@ -3,7 +3,7 @@
 //!
 //! Each function takes plain figures (the report extracts them from the results) and writes
 //! one file: drain and enqueue rates side by side, latency distributions, drain vs
-//! concurrency.
+//! concurrency, the soak's row counts and RSS over time.
 
 use std::path::Path;
 
@@ -86,7 +86,23 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// One backend's soak: row counts and RSS over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoakPanel {
+    /// e.g. `SQLite`.
+    pub title: String,
+    /// (table, (seconds, rows) points).
+    pub tables: Vec<(String, Vec<(f64, f64)>)>,
+    /// (seconds, MiB).
+    pub rss: Vec<(f64, f64)>,
+    /// When the warm-up ended (seconds), drawn as a vertical line.
+    pub warmup: Option<f64>,
+}
+
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// A line over time: its label, its colour, its (seconds, value) points.
+type TimeLine = (String, RGBColor, Vec<(f64, f64)>);
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing: {e}")
@@ -400,6 +416,123 @@ pub fn concurrency_chart(
     root.present().map_err(err)
 }
 
+/// The soak: per backend, a row of two panels — the row count of each table over time, and
+/// this process's RSS over time — with the end of the warm-up marked.
+///
+/// # Errors
+/// Fails when the file cannot be written.
+pub fn soak_chart(path: &Path, subtitle: &str, panels: &[SoakPanel]) -> anyhow::Result<()> {
+    let rows = u32::try_from(panels.len().max(1)).unwrap_or(1);
+    let root = SVGBackend::new(path, (1120, 70 + 380 * rows)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (head, body) = root.split_vertically(70);
+    title(
+        &head,
+        "Soak: the runtime's row counts and RSS under sustained drain",
+        subtitle,
+    )?;
+    let areas = body.split_evenly((panels.len().max(1), 2));
+    for (i, panel) in panels.iter().enumerate() {
+        let (Some(left), Some(right)) = (areas.get(2 * i), areas.get(2 * i + 1)) else {
+            break;
+        };
+        let series: Vec<TimeLine> = panel
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(k, (name, points))| {
+                (
+                    name.clone(),
+                    LOAD_COLORS[k % LOAD_COLORS.len()],
+                    points.clone(),
+                )
+            })
+            .collect();
+        time_panel(
+            left,
+            &format!("{}: rows", panel.title),
+            "rows",
+            &series,
+            panel.warmup,
+        )?;
+        time_panel(
+            right,
+            &format!("{}: RSS of the Keel process", panel.title),
+            "MiB",
+            &[("RSS".to_owned(), LOAD_COLORS[5], panel.rss.clone())],
+            panel.warmup,
+        )?;
+    }
+    root.present().map_err(err)
+}
+
+/// Lines over time (seconds), from 0, with a dashed vertical line at `mark`.
+fn time_panel(
+    area: &Area<'_>,
+    caption: &str,
+    unit: &str,
+    series: &[TimeLine],
+    mark: Option<f64>,
+) -> anyhow::Result<()> {
+    let points = || series.iter().flat_map(|s| s.2.iter());
+    let xmax = points().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    // Headroom above the highest line for the legend (up to six entries).
+    let ymax = points().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.7;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16))
+        .margin(12)
+        .margin_right(24)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the workers started")
+        .y_desc(unit)
+        .x_labels(8)
+        .y_labels(6)
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 13))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .draw()
+        .map_err(err)?;
+    if let Some(x) = mark {
+        let grey = RGBColor(0x99, 0x99, 0x99);
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(x, 0.0), (x, ymax)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("end of warm-up")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], grey));
+    }
+    for (label, color, points) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(0xaa, 0xaa, 0xaa))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +606,30 @@ mod tests {
         let conc = dir.path().join("conc.svg");
         concurrency_chart(&conc, "N = 20 000", &keel, &[])?;
         assert!(std::fs::read_to_string(&conc)?.contains("Keel, SQLite"));
+
+        let soak = dir.path().join("soak.svg");
+        soak_chart(
+            &soak,
+            "retention 30 s",
+            &[SoakPanel {
+                title: "PostgreSQL".into(),
+                tables: vec![(
+                    "keel_jobs".into(),
+                    vec![
+                        (0.0, 0.0),
+                        (5.0, 40_000.0),
+                        (40.0, 300_000.0),
+                        (45.0, 310_000.0),
+                    ],
+                )],
+                rss: vec![(0.0, 30.0), (45.0, 42.5)],
+                warmup: Some(40.0),
+            }],
+        )?;
+        let svg = std::fs::read_to_string(&soak)?;
+        for text in ["keel_jobs", "PostgreSQL: rows", "RSS", "end of warm-up"] {
+            assert!(svg.contains(text), "no `{text}` in the soak chart");
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// Flags as given, and which of them were read.
 #[derive(Debug, Default)]
@@ -62,6 +63,12 @@ impl Flags {
         )
     }
 
+    /// A duration: seconds (`30`), or a number with a unit (`30s`, `5m`, `1h`, `500ms`), or
+    /// `default`.
+    pub fn duration(&self, name: &str, default: Duration) -> Result<Duration, String> {
+        self.get(name).map_or(Ok(default), |v| duration(name, v))
+    }
+
     /// Fails on a flag that was never read.
     pub fn finish(&self) -> Result<(), String> {
         let read = self.read.borrow();
@@ -70,6 +77,23 @@ impl Flags {
             None => Ok(()),
         }
     }
+}
+
+fn duration(name: &str, v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|e| format!("`{name}`: `{v}` is not a duration ({e})"))?;
+    let per_unit = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        other => return Err(format!("`{name}`: unknown unit `{other}` (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs(n * per_unit))
 }
 
 fn count(name: &str, v: &str) -> Result<usize, String> {
@@ -81,6 +105,8 @@ fn count(name: &str, v: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::Flags;
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -98,5 +124,36 @@ mod tests {
         let f = Flags::parse(&args(&["--nope", "1"])).expect("valid flags");
         assert!(f.finish().is_err());
         assert!(Flags::parse(&args(&["--seconds"])).is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        let f = Flags::parse(&args(&[
+            "--a", "30s", "--b", "2m", "--c", "45", "--d", "250ms",
+        ]))
+        .expect("valid flags");
+        assert_eq!(
+            f.duration("--a", Duration::ZERO),
+            Ok(Duration::from_secs(30))
+        );
+        assert_eq!(
+            f.duration("--b", Duration::ZERO),
+            Ok(Duration::from_secs(120))
+        );
+        assert_eq!(
+            f.duration("--c", Duration::ZERO),
+            Ok(Duration::from_secs(45))
+        );
+        assert_eq!(
+            f.duration("--d", Duration::ZERO),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            f.duration("--e", Duration::from_secs(7)),
+            Ok(Duration::from_secs(7))
+        );
+        let f = Flags::parse(&args(&["--a", "3 days", "--b", "s"])).expect("valid flags");
+        assert!(f.duration("--a", Duration::ZERO).is_err());
+        assert!(f.duration("--b", Duration::ZERO).is_err());
     }
 }

@@ -10,9 +10,12 @@
 //! keel-bench prune --database-url URL [--jobs N]
 //! keel-bench peers --database-url postgres://… [--jobs N] [--concurrency C] [--rounds R]
 //!                  [--only graphile-worker,apalis]
+//! keel-bench soak --database-url URL [--seconds 600] [--retention 30s] [--sample-every 5s]
+//!                 [--concurrency 32] [--batch 500] [--event-every 5] [--producers 2]
+//!                 [--ahead 5000]
 //! ```
 //!
-//! `chain`, `write`, `memory` and `prune` print one JSON line; `peers` one per peer mode, then the
+//! `chain`, `write`, `memory`, `prune` and `soak` print one JSON line; `peers` one per peer mode, then the
 //! Keel ÷ peer ratios (see `peers.rs` and `bench/peers/README.md`).
 //!
 //! `keel-bench suite [--quick] [--jobs N] [--out FILE] …` runs every scenario, each as a child
@@ -24,6 +27,7 @@
 
 mod chain;
 mod charts;
+mod counters;
 mod db;
 mod flags;
 mod machine;
@@ -34,6 +38,7 @@ mod queue;
 mod report;
 mod results;
 mod served;
+mod soak;
 mod stats;
 mod suite;
 mod tables;
@@ -41,6 +46,7 @@ mod targets;
 mod write;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use events::Backend;
 use queue::{BacklogKind, Options};
@@ -83,6 +89,15 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   the maintenance leader's pruning capacity: N finished jobs (with an attempt, an event and
   an inbox entry each) past retention, deleted by back-to-back leader rounds
 
+       keel-bench soak --database-url URL [--seconds 600] [--retention 30s]
+                       [--sample-every 5s] [--concurrency 32] [--batch 500]
+                       [--event-every 5] [--producers 2] [--ahead 5000]
+  sustained load with a short retention: --producers tasks enqueue as fast as the drain
+  allows (--batch jobs per transaction, one in --event-every the queued listener delivery
+  of a published event, the rest no-op jobs; at most --ahead jobs waiting), two queues at
+  --concurrency; samples the runtime's row counts, this process's RSS, jobs drained/s and
+  rows pruned/s
+
        keel-bench suite …    every scenario in one run (keel-bench suite --help)
        keel-bench report …   tables, charts and BENCHMARKS.md (keel-bench report --help)";
 
@@ -104,7 +119,7 @@ fn main() -> ExitCode {
     if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
         return peers::main(rest);
     }
-    if let Some((command @ ("chain" | "write" | "memory" | "prune"), rest)) =
+    if let Some((command @ ("chain" | "write" | "memory" | "prune" | "soak"), rest)) =
         args.split_first().map(|(c, r)| (c.as_str(), r))
     {
         return run_json_scenario(command, rest);
@@ -143,7 +158,7 @@ fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
-/// Runs `chain`, `write`, `memory` or `prune` and prints its JSON line.
+/// Runs `chain`, `write`, `memory`, `prune` or `soak` and prints its JSON line.
 fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
     let scenario = match flags::Flags::parse(rest) {
         Ok(f) => Scenario::from_flags(command, &f),
@@ -165,6 +180,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
             Scenario::Write(o) => write::run(o).await,
             Scenario::Memory(o) => memory::run(o).await,
             Scenario::Prune(o) => prune::run(o).await,
+            Scenario::Soak(o) => soak::run(o).await,
         }
     });
     match result {
@@ -185,6 +201,7 @@ enum Scenario {
     Write(write::Options),
     Memory(memory::Options),
     Prune(prune::Options),
+    Soak(soak::Options),
 }
 
 impl Scenario {
@@ -206,6 +223,17 @@ impl Scenario {
                 database_url,
                 jobs: f.number("--jobs", 200_000)?,
             }),
+            "soak" => Self::Soak(soak::Options {
+                database_url,
+                seconds: f.number("--seconds", 600)? as u64,
+                retention: f.duration("--retention", Duration::from_secs(30))?,
+                sample_every: f.duration("--sample-every", Duration::from_secs(5))?,
+                concurrency: f.number("--concurrency", 32)?,
+                batch: f.number("--batch", 500)?,
+                event_every: f.number("--event-every", 5)?,
+                producers: f.number("--producers", 2)?,
+                ahead: f.number("--ahead", 5000)?,
+            }),
             _ => Self::Memory(memory::Options {
                 database_url,
                 backlog: f.number("--backlog", 10_000)?,
@@ -224,7 +252,7 @@ fn parse(args: &[String]) -> Result<(Options, bool), String> {
     };
     if command != "queue" {
         return Err(format!(
-            "unknown scenario `{command}` (known: queue, chain, write, memory)"
+            "unknown scenario `{command}` (known: queue, chain, write, memory, soak)"
         ));
     }
     let mut opts = Options {

@@ -77,7 +77,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
 }
 
 /// A `kB` field of `/proc/self/status` (`None` where there is no `/proc`).
-fn status_kib(field: &str) -> Option<u64> {
+pub fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_kib(&status, field)
 }

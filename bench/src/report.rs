@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::charts::{self, Bar, Curve, Panel, Series, Who};
+use crate::charts::{self, Bar, Curve, Panel, Series, SoakPanel, Who};
 use crate::flags::Flags;
 use crate::results::{Results, Selection, num, text};
 use crate::suite::DEFAULT_OUT;
@@ -176,8 +176,9 @@ fn link(benchmarks: &Path, chart: &Path) -> String {
     rel.to_string_lossy().replace('\\', "/")
 }
 
-/// The conditions line under each chart's title.
-fn subtitle(r: &Results, extra: &str) -> String {
+/// The conditions line under each chart's title; `scenarios` name the lines it draws, whose
+/// runs it names.
+fn subtitle(r: &Results, scenarios: &[&str], extra: &str) -> String {
     let m = r.machine();
     let mut parts = vec![extra.to_owned()];
     if let Some(pg) = m.and_then(|m| text(&m["postgres"], "server_version")) {
@@ -187,8 +188,13 @@ fn subtitle(r: &Results, extra: &str) -> String {
     if let Some(n) = m.and_then(|m| m["nproc"].as_u64()) {
         parts.push(format!("{n} cores"));
     }
-    if let Some(run) = r.runs.last() {
-        parts.push(format!("run {run}"));
+    let runs = r.runs_of(scenarios);
+    if !runs.is_empty() {
+        parts.push(format!(
+            "run{} {}",
+            if runs.len() > 1 { "s" } else { "" },
+            runs.join(", ")
+        ));
     }
     parts.retain(|p| !p.is_empty());
     parts.join(" · ")
@@ -247,7 +253,11 @@ fn draw_charts(r: &Results, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
             format!("N = {}, concurrency {c}, same run", fmt(n as f64))
         };
         let path = dir.join("drain.svg");
-        charts::drain_chart(&path, &subtitle(r, &note), &bars)?;
+        charts::drain_chart(
+            &path,
+            &subtitle(r, &["queue", "peer", "peers"], &note),
+            &bars,
+        )?;
         drawn.push((
             "Drain and enqueue rate: Keel and the peers".to_owned(),
             path,
@@ -289,6 +299,7 @@ fn draw_charts(r: &Results, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
             &path,
             &subtitle(
                 r,
+                &["chain"],
                 "open-loop offered loads, latency from each request's due instant",
             ),
             &panels,
@@ -334,14 +345,74 @@ fn draw_charts(r: &Results, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
             let path = dir.join("queue-concurrency.svg");
             charts::concurrency_chart(
                 &path,
-                &subtitle(r, &format!("N = {}", fmt(n as f64))),
+                &subtitle(r, &["queue", "peer"], &format!("N = {}", fmt(n as f64))),
                 &keel,
                 &peer_points,
             )?;
             drawn.push(("Drain rate against concurrency".to_owned(), path));
         }
     }
+
+    // The soak: row counts and RSS over time, one row per backend.
+    let soaks: Vec<(&str, &serde_json::Value)> = [("SQLite", "sqlite"), ("PostgreSQL", "postgres")]
+        .into_iter()
+        .filter_map(|(title, backend)| Some((title, r.last("soak", backend)?)))
+        .collect();
+    if !soaks.is_empty() {
+        let panels: Vec<SoakPanel> = soaks
+            .iter()
+            .map(|(title, v)| soak_panel(title, v))
+            .collect();
+        let distinct = |key: &str| {
+            let mut values: Vec<String> = Vec::new();
+            for x in soaks.iter().filter_map(|(_, v)| num(v, key)) {
+                let x = format!("{x:.0}");
+                if !values.contains(&x) {
+                    values.push(x);
+                }
+            }
+            values.join(" / ")
+        };
+        let (seconds, retention) = (distinct("seconds"), distinct("retention_s"));
+        let path = dir.join("soak.svg");
+        charts::soak_chart(
+            &path,
+            &subtitle(
+                r,
+                &["soak"],
+                &format!(
+                    "{seconds} s of load as fast as the drain allows, retention {retention} s"
+                ),
+            ),
+            &panels,
+        )?;
+        drawn.push(("Soak: row counts and RSS over time".to_owned(), path));
+    }
     Ok(drawn)
+}
+
+/// One backend's soak samples as chart series.
+fn soak_panel(title: &str, v: &serde_json::Value) -> SoakPanel {
+    let samples = v["samples"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+        samples
+            .iter()
+            .filter_map(|s| Some((num(s, "t_s")?, num(s, key)? * scale)))
+            .collect()
+    };
+    SoakPanel {
+        title: title.to_owned(),
+        tables: crate::soak::TABLES
+            .iter()
+            .map(|t| ((*t).to_owned(), series(t, 1.0)))
+            .filter(|(_, points)| !points.is_empty())
+            .collect(),
+        rss: series("rss_kib", 1.0 / 1024.0),
+        warmup: num(v, "warmup_s"),
+    }
 }
 
 #[cfg(test)]

@@ -127,20 +127,36 @@ impl Results {
                 None => all,
             },
             Selection::Merge => {
-                // The latest run (file order) of each command keeps all its lines.
-                let key = |v: &Value| -> String {
-                    match text(v, "command") {
-                        Some(c) => c.to_owned(),
-                        None if v["scenario"] == "machine" => "machine".to_owned(),
-                        None => v.to_string(),
+                // The latest run (file order) of each step keeps all its lines. A step is
+                // known by its arguments (the program's path differs between checkouts and
+                // build folders), else by its command line.
+                let key = |v: &Value| -> Option<String> {
+                    if let Some(args) = v.get("args").filter(|a| a.is_array()) {
+                        return Some(args.to_string());
                     }
+                    text(v, "command").map(str::to_owned)
                 };
                 let mut latest: BTreeMap<String, Option<String>> = BTreeMap::new();
                 for v in &all {
-                    latest.insert(key(v), run_of(v));
+                    let k = key(v).unwrap_or_else(|| v.to_string());
+                    if v["scenario"] != "machine" {
+                        latest.insert(k, run_of(v));
+                    }
                 }
+                let kept_runs: Vec<Option<String>> = latest.values().cloned().collect();
+                let mut seen_machine: Vec<Option<String>> = Vec::new();
                 all.into_iter()
-                    .filter(|v| latest.get(&key(v)) == Some(&run_of(v)))
+                    .filter(|v| {
+                        if v["scenario"] == "machine" && key(v).is_none() {
+                            // One machine line for every run any kept line comes from.
+                            let run = run_of(v);
+                            let keep = kept_runs.contains(&run) && !seen_machine.contains(&run);
+                            seen_machine.push(run);
+                            return keep;
+                        }
+                        let k = key(v).unwrap_or_else(|| v.to_string());
+                        latest.get(&k) == Some(&run_of(v))
+                    })
                     .collect()
             }
         };
@@ -172,6 +188,26 @@ impl Results {
     /// The last machine description.
     pub fn machine(&self) -> Option<&Value> {
         self.of("machine").last()
+    }
+
+    /// Every machine description (one per run reported), in file order.
+    pub fn machines(&self) -> Vec<&Value> {
+        self.of("machine").collect()
+    }
+
+    /// The runs the lines of `scenarios` come from, in file order.
+    pub fn runs_of(&self, scenarios: &[&str]) -> Vec<String> {
+        let mut runs: Vec<String> = Vec::new();
+        for v in self.lines.iter().filter(|v| {
+            scenarios
+                .iter()
+                .any(|s| v["scenario"] == *s && v.get("error").is_none())
+        }) {
+            if let Some(r) = text(v, "run_id").filter(|r| !runs.iter().any(|x| x == r)) {
+                runs.push(r.to_owned());
+            }
+        }
+        runs
     }
 
     /// Queue lines with `backlog` jobs queued (0: the throughput runs), by backend then C.
@@ -295,6 +331,9 @@ not json
             Some(5.0)
         );
         assert_eq!(merged.machine().and_then(|m| text(m, "run_id")), Some("B"));
+        // Both runs contribute lines (q1 from B, c1 from A): both machine lines are kept.
+        assert_eq!(merged.machines().len(), 2);
+        assert_eq!(merged.runs_of(&["chain"]), vec!["A".to_owned()]);
         // Without a peers summary, Keel beside the peers is the suite's own PostgreSQL line:
         // there is none here.
         assert!(merged.keel_beside_peers(10, 8).is_none());
@@ -309,6 +348,28 @@ not json
                 .and_then(|v| num(v, "drain_jobs_per_s")),
             Some(300.0)
         );
+    }
+
+    #[test]
+    fn merge_knows_a_step_by_its_arguments_whatever_the_program_path() {
+        let file = r#"{"scenario":"machine","run_id":"A"}
+{"scenario":"queue","run_id":"A","command":"./a/keel-bench queue --jobs 10","args":["queue","--jobs","10"],"drain_jobs_per_s":1.0}
+{"scenario":"chain","run_id":"A","command":"./a/keel-bench chain","args":["chain"]}
+{"scenario":"machine","run_id":"B"}
+{"scenario":"queue","run_id":"B","command":"/b/keel-bench queue --jobs 10","args":["queue","--jobs","10"],"drain_jobs_per_s":2.0}
+{"scenario":"machine","run_id":"C"}
+{"scenario":"soak","run_id":"C","command":"/b/keel-bench soak","args":["soak"]}
+"#;
+        let merged = Results::parse(file, Selection::Merge);
+        let queue: Vec<f64> = merged
+            .of("queue")
+            .filter_map(|v| num(v, "drain_jobs_per_s"))
+            .collect();
+        assert_eq!(queue, vec![2.0]);
+        assert_eq!(merged.runs, vec!["A", "B", "C"]);
+        assert_eq!(merged.machines().len(), 3);
+        assert_eq!(merged.of("soak").count(), 1);
+        assert_eq!(merged.of("chain").count(), 1);
     }
 
     #[test]

@@ -27,18 +27,21 @@ const PEER_CONCURRENCY: usize = 10;
 /// A scenario that runs longer than this is stopped and recorded as an error.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(45 * 60);
 /// Names `--skip` accepts: groups of scenarios, or a backend.
-const SKIPPABLE: [&str; 8] = [
-    "queue", "backlog", "chain", "write", "memory", "peers", "sqlite", "postgres",
+const SKIPPABLE: [&str; 9] = [
+    "queue", "backlog", "chain", "write", "memory", "soak", "peers", "sqlite", "postgres",
 ];
+/// The retention of the soak steps: short, so pruning runs for most of the step.
+const SOAK_RETENTION: &str = "30s";
 
 /// The usage text of `suite`.
 pub const USAGE: &str = "\
 keel-bench suite [--database-url-pg URL] [--jobs 20000] [--rounds 1] [--seconds 10]
-                 [--quick] [--skip a,b] [--out bench/results/latest.jsonl]
+                 [--soak-seconds 120] [--quick] [--skip a,b] [--out bench/results/latest.jsonl]
 
   every scenario, each in a child process, on SQLite and PostgreSQL; appends every JSON line
   (with its UTC time and exact command) to --out. --quick skips the 1 000 000-job backlogs;
-  --skip takes queue, backlog, chain, write, memory, peers, sqlite, postgres";
+  the soak runs --soak-seconds per backend (retention 30 s; issue 11 quotes 600);
+  --skip takes queue, backlog, chain, write, memory, soak, peers, sqlite, postgres";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -51,6 +54,8 @@ pub struct Options {
     pub rounds: usize,
     /// Duration of each chain load and write measurement.
     pub seconds: usize,
+    /// Duration of each soak (shorter than the scenario's own 600 s default).
+    pub soak_seconds: usize,
     /// Skip the 1 000 000-job backlogs.
     pub quick: bool,
     /// Groups or backends not to run.
@@ -83,13 +88,17 @@ impl Options {
             jobs: f.number("--jobs", 20_000)?,
             rounds: f.number("--rounds", 1)?,
             seconds: f.number("--seconds", 10)?,
+            soak_seconds: f.number("--soak-seconds", 120)?,
             quick,
             skip,
             out: PathBuf::from(text_or("--out", DEFAULT_OUT)),
         };
         f.finish()?;
-        if opts.jobs == 0 || opts.rounds == 0 || opts.seconds == 0 {
-            return Err("`--jobs`, `--rounds` and `--seconds` must be at least 1".to_owned());
+        if opts.jobs == 0 || opts.rounds == 0 || opts.seconds == 0 || opts.soak_seconds == 0 {
+            return Err(
+                "`--jobs`, `--rounds`, `--seconds` and `--soak-seconds` must be at least 1"
+                    .to_owned(),
+            );
         }
         Ok(opts)
     }
@@ -273,6 +282,24 @@ pub fn keel_steps(opts: &Options, peer_concurrency: usize) -> Vec<Step> {
                     ],
                 ));
             }
+        }
+    }
+    if opts.runs("soak") {
+        let soak_seconds = opts.soak_seconds.to_string();
+        for (backend, url) in &backends {
+            steps.push(step(
+                "soak",
+                Some(backend),
+                &[
+                    "soak",
+                    "--database-url",
+                    url,
+                    "--seconds",
+                    &soak_seconds,
+                    "--retention",
+                    SOAK_RETENTION,
+                ],
+            ));
         }
     }
     steps
@@ -553,6 +580,24 @@ mod tests {
         assert_eq!(queue, 2 * 4 + 2);
         assert!(!steps.iter().any(|s| s.args.contains(&"1000000".to_owned())));
         assert_eq!(steps.iter().filter(|s| s.scenario == "memory").count(), 2);
+        let soak: Vec<&Step> = steps.iter().filter(|s| s.scenario == "soak").collect();
+        assert_eq!(soak.len(), 2);
+        assert!(
+            soak[0]
+                .args
+                .ends_with(&args(&["--seconds", "120", "--retention", "30s"]))
+        );
+
+        let only_soak = Options::parse(&args(&[
+            "--skip",
+            "queue,backlog,chain,write,memory,peers",
+            "--soak-seconds",
+            "600",
+        ]))
+        .expect("valid flags");
+        let steps = keel_steps(&only_soak, 10);
+        assert_eq!(steps.len(), 2);
+        assert!(steps.iter().all(|s| s.args.contains(&"600".to_owned())));
 
         let full = Options::parse(&args(&["--skip", "sqlite"])).expect("valid flags");
         let steps = keel_steps(&full, 8);
