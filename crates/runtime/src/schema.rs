@@ -152,6 +152,11 @@ CREATE TABLE keel_idempotency (
         "runtime: reservations, crash counts, and indexes for bounded pruning and stats",
         RESERVATIONS,
     ),
+    Migration::portable(
+        2026120207,
+        "runtime: count how often a dying worker held a job with no start recorded",
+        "ALTER TABLE keel_jobs ADD COLUMN held_at_crash INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// A job claimed ahead is `reserved` (no attempt spent) until a task starts it; only then

@@ -4,9 +4,9 @@
 //! as the loop has free slots — become `running` at once, spending their attempt, because a
 //! task starts them right away; the rest become `reserved`: held in this process's memory
 //! so a finishing task can start the next without a claim round trip, but with **no
-//! attempt spent**. A reserved job spends its attempt only when a task starts it
-//! ([`super::complete::start`]); if this process dies first it goes back to the queue at no
-//! cost.
+//! attempt spent**. A reserved job spends its attempt only when a task starts it (see
+//! [`ClaimedJob::needs_committed_start`]); if this process dies first it goes back to the
+//! queue at no cost.
 //!
 //! On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several processes claim from one queue
 //! without waiting on each other or taking the same job. On SQLite the statement is atomic
@@ -15,6 +15,8 @@
 //! available) by [`stage`] when they come due on the database's clock.
 
 use events::{Backend, Db};
+use std::time::Instant;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -49,6 +51,32 @@ pub struct ClaimedJob {
     pub started_at: i64,
     /// Runs of this job that took their worker down so far.
     pub crashes: u32,
+    /// Times a worker that stopped heartbeating held this job with no start recorded.
+    pub held_at_crash: u32,
+    /// The database's clock (ms) when this process read the job, and this process's
+    /// monotonic clock at that moment: durations since are measured here, times on the
+    /// database's clock.
+    pub seen: (i64, Instant),
+}
+
+impl ClaimedJob {
+    /// Whether this job may run only once its start is committed.
+    ///
+    /// A job starts at once, its start written by the writer beside the outcomes (in the
+    /// same transaction as its outcome at the latest), unless it has been near a crash: a
+    /// job whose run took a worker down, or that a dying worker held while the database
+    /// had no start for it — the one that may have crashed it before its start was written.
+    /// Such a job waits for its start to commit, so a job that keeps crashing its worker is
+    /// counted every time and ends as poison.
+    pub fn needs_committed_start(&self) -> bool {
+        self.crashes > 0 || self.held_at_crash > 0
+    }
+
+    /// Now on the database's clock, as read at claim time plus the time elapsed since.
+    pub fn database_now(&self) -> i64 {
+        let elapsed = i64::try_from(self.seen.1.elapsed().as_millis()).unwrap_or(i64::MAX / 4);
+        self.seen.0.saturating_add(elapsed)
+    }
 }
 
 /// What one claim brought back.
@@ -62,7 +90,8 @@ pub struct Claimed {
 
 /// The columns a claim and a rescue read back.
 pub const JOB_COLUMNS: &str = "id, queue, job_type, payload, attempt, max_attempts, \
-     idempotency_key, correlation_id, causation_id, enqueued_at, run_at, started_at, crashes";
+     idempotency_key, correlation_id, causation_id, enqueued_at, run_at, started_at, crashes, \
+     held_at_crash";
 
 /// Claims up to `limit` ready jobs of `queue` for `worker`; the first `start_now` of them
 /// start (running), the rest are reserved.
@@ -92,7 +121,7 @@ pub async fn claim(
            started_at = CASE WHEN ranked.n <= $5 THEN NOW_MS ELSE NULL END, \
            reserved_at = NOW_MS, locked_by = $2 \
          FROM ranked WHERE keel_jobs.id = ranked.id \
-         RETURNING {returning}, keel_jobs.priority, keel_jobs.state",
+         RETURNING {returning}, keel_jobs.priority, keel_jobs.state, NOW_MS AS db_now",
         returning = JOB_COLUMNS
             .split(", ")
             .map(|c| format!("keel_jobs.{c}"))
@@ -147,7 +176,7 @@ pub async fn stage(db: &Db, time: &DbTime, queue: &str) -> Result<u64, sqlx::Err
         .rows_affected())
 }
 
-/// Reads a job row selected with [`JOB_COLUMNS`].
+/// Reads a job row selected with [`JOB_COLUMNS`] and `NOW_MS AS db_now`.
 ///
 /// # Errors
 /// Fails when a column is missing or of another type.
@@ -155,6 +184,7 @@ pub fn decode(row: &AnyRow) -> Result<ClaimedJob, sqlx::Error> {
     let attempt: i32 = row.try_get("attempt")?;
     let max_attempts: i32 = row.try_get("max_attempts")?;
     let crashes: i32 = row.try_get("crashes")?;
+    let held_at_crash: i32 = row.try_get("held_at_crash")?;
     let started_at: Option<i64> = row.try_get("started_at")?;
     Ok(ClaimedJob {
         id: row.try_get("id")?,
@@ -170,5 +200,7 @@ pub fn decode(row: &AnyRow) -> Result<ClaimedJob, sqlx::Error> {
         run_at: row.try_get("run_at")?,
         started_at: started_at.unwrap_or_default(),
         crashes: u32::try_from(crashes).unwrap_or(0),
+        held_at_crash: u32::try_from(held_at_crash).unwrap_or(0),
+        seen: (row.try_get("db_now")?, Instant::now()),
     })
 }

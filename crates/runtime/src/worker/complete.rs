@@ -2,9 +2,12 @@
 //! attempt's outcome, releasing what this process will not run.
 //!
 //! Every statement changes a job only while this process still owns it — `locked_by`, the
-//! state it expects and, for a running job, the attempt — so a job rescued or released in
-//! the meantime is left to its new owner, and a late outcome never lands on a newer attempt.
-//! Times that decide anything (`run_at`, `finished_at`) come from the database's clock.
+//! state it expects and the attempt — so a job rescued or released in the meantime is left
+//! to its new owner, and a late outcome never lands on a newer attempt. A job that started
+//! at once is still `reserved` in the database until the writer records its start, so an
+//! outcome applies to a job `running` at its attempt, or `reserved` one attempt below it
+//! (start and outcome then land together). Times that decide anything (`run_at`,
+//! `finished_at`) come from the database's clock.
 
 use std::collections::HashMap;
 
@@ -18,6 +21,21 @@ use crate::db_time::DbTime;
 /// Completed jobs per statement (6 bound values per attempt row stay far below the
 /// backends' parameter limits).
 pub const COMPLETE_CHUNK: usize = 200;
+
+/// "Worker `{worker}` holds the job at attempt `{attempt}`" (SQL; columns prefixed with
+/// `{table}`): running it, or reserved with its start not written yet.
+///
+/// Spelled as a `CASE`, which no index can serve: these statements find their rows by
+/// primary key, and given `state = 'running'` PostgreSQL's planner would rather walk
+/// `keel_jobs_held`, whose entries for every job claimed since the last vacuum — most of
+/// them dead — make each statement milliseconds slower (measured with `auto_explain`).
+fn held_at(table: &str, worker: &str, attempt: &str) -> String {
+    format!(
+        "{table}locked_by = {worker} AND CASE {table}state \
+           WHEN 'running' THEN {table}attempt = {attempt} \
+           WHEN 'reserved' THEN {table}attempt = {attempt} - 1 ELSE FALSE END"
+    )
+}
 
 /// Starts reserved jobs: each becomes `running` and spends its attempt — unless it is no
 /// longer reserved by `worker` (released by a rescue meanwhile). Returns the started ones,
@@ -34,11 +52,18 @@ pub async fn start(
     if jobs.is_empty() {
         return Ok(HashMap::new());
     }
+    // A join on the primary key, as in `complete_chunk`: given `id IN (…)` the planner may
+    // walk `keel_jobs_held`, whose many stale entries make every start slower until a vacuum.
+    let ids = (3..3 + jobs.len())
+        .map(|i| format!("(${i})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = time.sql(&format!(
-        "UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, started_at = NOW_MS \
-         WHERE locked_by = $2 AND state = 'reserved' AND id IN ({}) \
-         RETURNING id, attempt, started_at",
-        placeholders(3, jobs.len())
+        "WITH starting(id) AS (VALUES {ids}) \
+         UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, started_at = NOW_MS \
+         FROM starting WHERE keel_jobs.id = starting.id \
+         AND keel_jobs.locked_by = $2 AND keel_jobs.state = 'reserved' \
+         RETURNING keel_jobs.id, keel_jobs.attempt, keel_jobs.started_at"
     ));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
@@ -61,6 +86,44 @@ pub async fn start(
             ))
         })
         .collect()
+}
+
+/// Records the starts of reserved jobs that began running without waiting for them: each
+/// becomes `running` at the attempt and start time the task gave it. Returns how many were
+/// still reserved by `worker` (the others were released meanwhile; their outcome will not
+/// apply either).
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn record_starts(
+    conn: &mut DbConn,
+    worker: &str,
+    jobs: &[&ClaimedJob],
+) -> Result<u64, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let values = (0..jobs.len())
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Found by primary key; the `CASE` keeps the planner off `keel_jobs_held` (see
+    // [`held_at`]).
+    let sql = format!(
+        "WITH started(id, attempt, at) AS (VALUES {values}) \
+         UPDATE keel_jobs SET state = 'running', attempt = started.attempt, started_at = started.at \
+         FROM started WHERE keel_jobs.id = started.id AND keel_jobs.locked_by = $1 \
+         AND CASE keel_jobs.state WHEN 'reserved' THEN keel_jobs.attempt = started.attempt - 1 \
+           ELSE FALSE END"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(worker);
+    for job in jobs {
+        query = query
+            .bind(job.id.as_str())
+            .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
+            .bind(job.started_at);
+    }
+    Ok(query.execute(&mut *conn).await?.rows_affected())
 }
 
 /// Puts reserved jobs back in the queue, unspent. Returns how many were still reserved.
@@ -99,21 +162,22 @@ pub async fn complete_chunk(
     worker: &str,
     chunk: &[&Outcome],
 ) -> Result<usize, sqlx::Error> {
-    // (id, attempt): a late outcome must never land on a newer attempt of the same job
-    // (rescued meanwhile and claimed again by this very worker).
-    let pairs = (0..chunk.len())
-        .map(|i| format!("(${}, ${})", 2 * i + 3, 2 * i + 4))
+    // (id, attempt, start): a late outcome must never land on a newer attempt of the same
+    // job (rescued meanwhile and claimed again by this very worker).
+    let values = (0..chunk.len())
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 3, 3 * i + 4, 3 * i + 5))
         .collect::<Vec<_>>()
         .join(", ");
     // A join on the primary key, spelled out: given `(id, attempt) IN (…)` PostgreSQL's
     // planner may walk a partial index instead, whose stale entries make every batch
     // slower until a vacuum.
     let sql = time.sql(&format!(
-        "WITH done(id, attempt) AS (VALUES {pairs}) \
-         UPDATE keel_jobs SET state = 'completed', finished_at = NOW_MS, locked_by = NULL \
-         FROM done WHERE keel_jobs.id = done.id AND keel_jobs.attempt = done.attempt \
-         AND keel_jobs.locked_by = $2 AND keel_jobs.state = 'running' \
-         RETURNING keel_jobs.id"
+        "WITH done(id, attempt, started) AS (VALUES {values}) \
+         UPDATE keel_jobs SET state = 'completed', finished_at = NOW_MS, locked_by = NULL, \
+           attempt = done.attempt, started_at = COALESCE(keel_jobs.started_at, done.started) \
+         FROM done WHERE keel_jobs.id = done.id AND {held} \
+         RETURNING keel_jobs.id, keel_jobs.started_at",
+        held = held_at("keel_jobs.", "$2", "done.attempt"),
     ));
     let mut update = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
@@ -121,15 +185,19 @@ pub async fn complete_chunk(
     for outcome in chunk {
         update = update
             .bind(outcome.job.id.as_str())
-            .bind(i32::try_from(outcome.job.attempt).unwrap_or(i32::MAX));
+            .bind(i32::try_from(outcome.job.attempt).unwrap_or(i32::MAX))
+            .bind(outcome.job.started_at);
     }
-    let held: std::collections::HashSet<String> = update
+    let held: HashMap<String, i64> = update
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(|row| row.try_get::<String, _>("id"))
-        .collect::<Result<_, _>>()?;
-    let rows: Vec<&&Outcome> = chunk.iter().filter(|o| held.contains(&o.job.id)).collect();
+        .map(|row| Ok((row.try_get::<String, _>("id")?, row.try_get("started_at")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let rows: Vec<(&&Outcome, i64)> = chunk
+        .iter()
+        .filter_map(|o| held.get(&o.job.id).map(|&started| (o, started)))
+        .collect();
     if rows.len() < chunk.len() {
         tracing::warn!(
             lost = chunk.len() - rows.len(),
@@ -159,7 +227,7 @@ pub async fn complete_chunk(
          VALUES {values}"
     );
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for outcome in &rows {
+    for (outcome, started_at) in &rows {
         let detail = match &outcome.result {
             Verdict::Completed { detail } => detail.as_ref().map(ToString::to_string),
             _ => None,
@@ -168,7 +236,7 @@ pub async fn complete_chunk(
             .bind(outcome.job.id.as_str())
             .bind(i32::try_from(outcome.job.attempt).unwrap_or(i32::MAX))
             .bind(worker)
-            .bind(outcome.job.started_at)
+            .bind(*started_at)
             .bind(outcome.finished_at)
             .bind(detail);
     }
@@ -188,7 +256,9 @@ pub async fn apply(
     outcome: &Outcome,
 ) -> Result<bool, sqlx::Error> {
     let job = &outcome.job;
-    const HELD: &str = "WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $6";
+    // A spent attempt is the job's attempt from now on; one not run after all is given back.
+    const SPENT: &str = "attempt = $7, started_at = COALESCE(started_at, $6)";
+    const UNSPENT: &str = "attempt = $7 - 1";
     let (set, delay, error, detail, label) = match &outcome.result {
         Verdict::Completed { detail } => (
             "state = 'completed', finished_at = NOW_MS",
@@ -224,34 +294,41 @@ pub async fn apply(
         ),
         // Not run after all: the attempt is given back, and the job waits a moment.
         Verdict::Deferred { delay, error } => (
-            "state = 'retrying', run_at = NOW_MS + $2, attempt = attempt - 1, last_error = $5",
+            "state = 'retrying', run_at = NOW_MS + $2, last_error = $5",
             Some(*delay),
             Some(error.as_str()),
             None,
             "deferred",
         ),
         Verdict::HandBack => (
-            "state = 'available', attempt = attempt - 1, reserved_at = NULL",
+            "state = 'available', reserved_at = NULL",
             None,
             None,
             None,
             "",
         ),
     };
+    let spent = match outcome.result {
+        Verdict::Deferred { .. } | Verdict::HandBack => UNSPENT,
+        _ => SPENT,
+    };
     let sql = time.sql(&format!(
-        "UPDATE keel_jobs SET {set}, locked_by = NULL {HELD}"
+        "UPDATE keel_jobs SET {set}, {spent}, locked_by = NULL WHERE id = $3 AND {held} \
+         RETURNING started_at",
+        held = held_at("", "$4", "$7"),
     ));
     let delay_ms = delay.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
-    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let started_at: Option<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
         .bind(delay_ms)
         .bind(&job.id)
         .bind(worker)
         .bind(error)
+        .bind(job.started_at)
         .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *conn)
+        .await?;
+    let updated = u64::from(started_at.is_some());
     if updated == 0 {
         if !label.is_empty() {
             tracing::warn!(job_id = %job.id, "job was taken from this worker before its outcome was written");
@@ -267,7 +344,7 @@ pub async fn apply(
             job_id: &job.id,
             attempt: job.attempt,
             worker,
-            started_at: job.started_at,
+            started_at: started_at.flatten().unwrap_or(job.started_at),
             finished_at: outcome.finished_at,
             outcome: label,
             error,
@@ -290,16 +367,19 @@ pub async fn dead_letter_unwritable(
     job: &ClaimedJob,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    let sql = time.sql(
-        "UPDATE keel_jobs SET state = 'dead', finished_at = NOW_MS, last_error = $2, \
-         locked_by = NULL WHERE id = $3 AND locked_by = $4 AND state = 'running' AND attempt = $5",
-    );
+    let sql = time.sql(&format!(
+        "UPDATE keel_jobs SET state = 'dead', finished_at = NOW_MS, last_error = $4, \
+         attempt = $3, started_at = COALESCE(started_at, $6), locked_by = NULL \
+         WHERE id = $5 AND {held}",
+        held = held_at("", "$2", "$3"),
+    ));
     let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
-        .bind(reason)
-        .bind(&job.id)
         .bind(worker)
         .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
+        .bind(reason)
+        .bind(&job.id)
+        .bind(job.started_at)
         .execute(&mut *conn)
         .await?
         .rows_affected();

@@ -472,7 +472,7 @@ async fn run_jobs(
 ) {
     let mut next = match first {
         Slot::Started(job) => Some(job),
-        Slot::Reserved(job) => start(&lanes.starts, &local, job).await,
+        Slot::Reserved(job) => start(&lanes, &local, job).await,
     };
     loop {
         if let Some(job) = next.take() {
@@ -485,23 +485,30 @@ async fn run_jobs(
             local.finished(&id);
         }
         match local.pop(&shared.liveness) {
-            Some(job) => next = start(&lanes.starts, &local, job).await,
+            Some(job) => next = start(&lanes, &local, job).await,
             None => break,
         }
     }
     drop(permit);
 }
 
-/// Starts a reserved job through the starter: spends its attempt on the database's clock.
-/// `None` when it is no longer this process's to start (released by a rescue meanwhile).
-async fn start(
-    starts: &mpsc::Sender<StartRequest>,
-    local: &Local,
-    job: ClaimedJob,
-) -> Option<ClaimedJob> {
+/// Starts a reserved job: at once, its start handed to the writer (written with its
+/// outcome at the latest), or — for a job that has been near a crash — only once the
+/// starter has committed it. `None` when it is no longer this process's to start (released
+/// by a rescue meanwhile).
+async fn start(lanes: &Lanes, local: &Local, mut job: ClaimedJob) -> Option<ClaimedJob> {
+    if !job.needs_committed_start() {
+        job.started_at = job.database_now();
+        local.track(&job);
+        if lanes.writes.send(Write::Start(job.clone())).await.is_err() {
+            local.finished(&job.id);
+            return None;
+        }
+        return Some(job);
+    }
     let id = job.id.clone();
     let (reply, answer) = oneshot::channel();
-    let started = match starts.send((job, reply)).await {
+    let started = match lanes.starts.send((job, reply)).await {
         Ok(()) => answer.await.ok().flatten(),
         Err(_) => None,
     };

@@ -1,9 +1,12 @@
 //! Taking jobs back from processes that stopped, all on the database's clock.
 //!
-//! - A **reserved** job (claimed ahead, never started) of a silent worker — or one reserved
-//!   for longer than [`RESERVATION_TTL`], which a live worker would long have handed back —
-//!   goes back to the queue at once, unspent: no attempt was used, and it need not wait for
-//!   `dead_after`.
+//! - A **reserved** job (claimed ahead, no start recorded) of a silent worker — or one
+//!   reserved for longer than [`RESERVATION_TTL`], which a live worker would long have
+//!   handed back — goes back to the queue at once, unspent: no attempt was used, and it need
+//!   not wait for `dead_after`. One a silent worker held is marked (`held_at_crash`): it may
+//!   have started in the moment before the crash with its start not yet written, so from
+//!   then on it runs only once its start is committed, and if it was what crashed the
+//!   worker, its next crashes are counted.
 //! - A **running** job of a worker silent for `dead_after` spent its attempt, and is retried
 //!   on its backoff schedule like any failure, so a job that crashes its worker does not hop
 //!   from replica to replica. Its crash is counted; after `[workers] poison_after` crashes
@@ -70,10 +73,12 @@ async fn release_reservations(shared: &Shared) -> Result<(), sqlx::Error> {
         .fetch_all(shared.control.pool())
         .await?;
     let sql = shared.time.sql(&format!(
-        "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
+        "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL, \
+           held_at_crash = held_at_crash + CASE WHEN {live} THEN 0 ELSE 1 END \
          WHERE locked_by = $5 AND {} AND {lease} \
          RETURNING id, queue, attempt, NOW_MS AS db_now",
         releasable("$3", "$4"),
+        live = live_worker("keel_jobs.locked_by", "$4"),
         lease = holds_lease("$2"),
     ));
     for holder in holders.into_iter().flatten() {

@@ -1,5 +1,9 @@
-//! The writer: one task per process that writes the outcomes of the jobs this process ran,
-//! and the release of reservations it will not start, in batched transactions.
+//! The writer: one task per process that writes the starts and outcomes of the jobs this
+//! process ran, and the release of reservations it will not start, in batched transactions.
+//!
+//! A job's start and its outcome travel the same channel, so its start is written in the
+//! same transaction as its outcome or an earlier one; when both are in one batch, the
+//! outcome alone records both (one row version instead of two).
 //!
 //! Outcomes first, hooks after: a `dead_lettered` hook and the `job_dead` alert follow only a
 //! dead letter that was actually applied, after its transaction committed, on a task of
@@ -25,6 +29,8 @@ const BATCH: usize = 256;
 /// What the writer is asked to write.
 #[derive(Debug)]
 pub enum Write {
+    /// A reserved job a task started without waiting: record it `running`.
+    Start(ClaimedJob),
     /// An attempt's outcome.
     Outcome(Outcome),
     /// Put a reserved job back, unspent.
@@ -178,12 +184,24 @@ async fn write(shared: &Shared, batch: &[Write]) -> Result<Applied, sqlx::Error>
     let mut completed = Vec::new();
     let mut others = Vec::new();
     let mut releases = Vec::new();
+    let mut starts = Vec::new();
     for item in batch {
         match item {
+            Write::Start(job) => starts.push(job),
             Write::Outcome(o) if matches!(o.result, Verdict::Completed { .. }) => completed.push(o),
             Write::Outcome(o) => others.push(o),
             Write::Release(job) => releases.push(job),
         }
+    }
+    // A start whose outcome is in this batch is recorded by the outcome itself.
+    let finished: std::collections::HashSet<&str> = completed
+        .iter()
+        .chain(&others)
+        .map(|o| o.job.id.as_str())
+        .collect();
+    starts.retain(|job| !finished.contains(job.id.as_str()));
+    for chunk in starts.chunks(COMPLETE_CHUNK) {
+        complete::record_starts(&mut tx, worker, chunk).await?;
     }
     // The common case in two statements per chunk, however many jobs finished.
     for chunk in completed.chunks(COMPLETE_CHUNK) {
