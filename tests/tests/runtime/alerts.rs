@@ -47,10 +47,14 @@ async fn a_queue_whose_oldest_ready_job_waits_too_long_raises_queue_stale(db: Te
 
     rt.advance(Duration::from_secs(61));
     workers.maintain_now().await.unwrap();
+    // This round raises it; the leader's own rounds (every 100 ms) may raise it too — the
+    // real sink rate-limits repeats of one condition, this recorder keeps them all.
     let raised = stale(&rt);
-    assert_eq!(raised.len(), 1, "{raised:?}");
-    assert_eq!(raised[0].subject, "emails");
-    assert_eq!(raised[0].detail["ready"], 1);
+    assert!(!raised.is_empty(), "raised once the job waited 61 s");
+    for alert in &raised {
+        assert_eq!(alert.subject, "emails", "{raised:?}");
+        assert_eq!(alert.detail["ready"], 1, "{raised:?}");
+    }
     workers.shutdown().await;
 }
 

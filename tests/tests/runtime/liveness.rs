@@ -449,8 +449,20 @@ async fn crash_holding_reservations(
     worker
 }
 
-async fn assert_released_unspent(rt: &TestRuntime, held: &[uuid::Uuid], worker: &str) {
+/// `near_crash`: whether their worker was silent (not just slow), so each may have started
+/// in the moment before the crash, its start unwritten: from now on it runs only once its
+/// start is committed.
+async fn assert_released_unspent(
+    rt: &TestRuntime,
+    held: &[uuid::Uuid],
+    worker: &str,
+    near_crash: bool,
+) {
     for &id in held {
+        assert_eq!(
+            job_column(rt, "held_at_crash", id).await,
+            i64::from(near_crash)
+        );
         let job = rt.job(id).await;
         assert_eq!(job.state, "available", "{job:?}");
         assert_eq!(job.attempt, 0, "no attempt spent: {job:?}");
@@ -483,7 +495,7 @@ async fn reservations_of_a_silent_worker_go_back_unspent_on_the_next_round(db: T
     }
     // The first round that finds the worker silent puts them back.
     pass(&time, Duration::from_secs(1), &[(&rt, &maintenance)]).await;
-    assert_released_unspent(&rt, &held, &worker).await;
+    assert_released_unspent(&rt, &held, &worker, true).await;
     assert_eq!(
         outcomes(&rt, busy).await,
         ["lost"],
@@ -524,7 +536,7 @@ async fn a_reservation_held_past_its_ttl_goes_back_before_its_worker_counts_as_s
         );
     }
     pass(&time, Duration::from_secs(1), &[(&rt, &maintenance)]).await;
-    assert_released_unspent(&rt, &held, &worker).await;
+    assert_released_unspent(&rt, &held, &worker, false).await;
     // Its worker is not silent for dead_after yet: its running job stays its own.
     assert_eq!(rt.job(busy).await.state, "running");
     assert!(silent_workers(&rt).is_empty());

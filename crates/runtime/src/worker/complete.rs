@@ -52,8 +52,8 @@ pub async fn start(
     if jobs.is_empty() {
         return Ok(HashMap::new());
     }
-    // A join on the primary key, as in `complete_chunk`: given `id IN (…)` the planner may
-    // walk `keel_jobs_held`, whose many stale entries make every start slower until a vacuum.
+    // Found by primary key; the `CASE` keeps the planner off `keel_jobs_held` (see
+    // [`held_at`]).
     let ids = (3..3 + jobs.len())
         .map(|i| format!("(${i})"))
         .collect::<Vec<_>>()
@@ -62,7 +62,7 @@ pub async fn start(
         "WITH starting(id) AS (VALUES {ids}) \
          UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, started_at = NOW_MS \
          FROM starting WHERE keel_jobs.id = starting.id \
-         AND keel_jobs.locked_by = $2 AND keel_jobs.state = 'reserved' \
+         AND keel_jobs.locked_by = $2 AND CASE keel_jobs.state WHEN 'reserved' THEN TRUE ELSE FALSE END \
          RETURNING keel_jobs.id, keel_jobs.attempt, keel_jobs.started_at"
     ));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -1,12 +1,14 @@
-//! The starter: spends the attempt of each reserved job a task is about to run.
+//! The starter: commits the start of a reserved job that has been near a crash, before it
+//! runs.
 //!
-//! A reserved job (claimed ahead, held in memory) may run only once its start is committed
-//! — `reserved → running`, the attempt spent, on the database's clock — so a crash never
-//! leaves a run uncounted, and a reservation the leader released meanwhile is never run.
-//! Tasks finishing at about the same time have their next jobs started together: one task
-//! per process gathers the waiting starts into one `UPDATE … RETURNING` (its own statement,
-//! no transaction around it), so a slot waits about one round trip between jobs, and never
-//! behind a batch of outcomes.
+//! Most reserved jobs start at once, their start written by the writer (see
+//! [`super::claim::ClaimedJob::needs_committed_start`]). One whose run took a worker down,
+//! or that a dying worker held with no start written, may run only once its start is
+//! committed — `reserved → running`, the attempt spent, on the database's clock — so its
+//! next crash is counted, and a reservation the leader released meanwhile is never run.
+//! Tasks asking at about the same time have their starts written together: one task per
+//! process gathers the waiting starts into one `UPDATE … RETURNING` on a connection of its
+//! own, never behind a batch of outcomes.
 
 use std::sync::Arc;
 
