@@ -169,8 +169,11 @@ impl SqlJobQueue {
     }
 }
 
-/// Jobs per multi-row `INSERT` (11 bound values a row stay below both backends' limits).
-pub const ROWS_PER_INSERT: usize = 500;
+/// Jobs per multi-row `INSERT`. Measured with `keel-bench queue` (batched enqueue of 20 000
+/// jobs, 500 per transaction): PostgreSQL takes 35–37 k jobs/s at 50, 100 or 500 rows a
+/// statement, SQLite 37 k at 50 but 28 k at 100 and 10 k at 500 — statements that big cost
+/// more to prepare and bind than they save.
+pub const ROWS_PER_INSERT: usize = 50;
 
 #[async_trait]
 impl JobQueue for SqlJobQueue {
