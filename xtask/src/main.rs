@@ -3,6 +3,7 @@
 //! work lives in the library.
 
 mod bench;
+mod profile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ commands:
                       write docs/events.md, the event catalog (--check: exit 1 if stale)
   bench queue --database-url URL --jobs N --concurrency C [--json] [...]
                       run the queue benchmark in release mode (`cargo xtask bench` lists its options)
+  bench profile [--database-url URL] [--only drain|write]
+                      CPU flamegraphs of a drain and of the write path (perf + inferno), written
+                      to bench/charts/profile-*.svg
   test [CARGO TEST ARGS] [-- LIBTEST ARGS]
                       the test suite on both backends: `cargo test --workspace`, with the tests
                       whose PostgreSQL or chromium is missing skipped and named (none under CI)
