@@ -65,6 +65,8 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   --callers K           concurrent callers of the one-job-per-transaction enqueue (default 4)
   --latency-samples S   idle claim-latency samples, commit → handler start (default 200; 0 skips)
   --rounds R            rounds, each on a fresh database; figures are medians (default 1)
+  --replicas K          runtimes draining the queue side by side, each with its own pools,
+                        worker id and C slots, as K replicas of `keel work` would (default 1)
   --no-single           skip the one-job-per-transaction enqueue
   --json                print one JSON line instead of a table
 
@@ -266,6 +268,7 @@ fn parse(args: &[String]) -> Result<(Options, bool), String> {
         latency_samples: 200,
         rounds: 1,
         single: true,
+        replicas: 1,
     };
     let mut json = false;
     let mut it = rest.iter();
@@ -299,6 +302,7 @@ fn parse(args: &[String]) -> Result<(Options, bool), String> {
             "--callers" => opts.callers = number(value()?)?,
             "--latency-samples" => opts.latency_samples = number(value()?)?,
             "--rounds" => opts.rounds = number(value()?)?,
+            "--replicas" => opts.replicas = number(value()?)?,
             "--no-single" => opts.single = false,
             "--json" => json = true,
             other => return Err(format!("unexpected argument `{other}`")),
@@ -310,6 +314,9 @@ fn parse(args: &[String]) -> Result<(Options, bool), String> {
     if opts.jobs == 0 || opts.concurrency == 0 {
         return Err("`--jobs` and `--concurrency` are required (at least 1)".to_owned());
     }
+    if opts.replicas == 0 {
+        return Err("`--replicas` must be at least 1".to_owned());
+    }
     Ok((opts, json))
 }
 
@@ -318,6 +325,7 @@ fn print_table(summary: &serde_json::Value) {
         ("backend", "backend"),
         ("jobs (N)", "n"),
         ("concurrency", "concurrency"),
+        ("replicas", "replicas"),
         ("backlog", "backlog"),
         ("backlog kind", "backlog_kind"),
         ("rounds (medians)", "rounds"),

@@ -58,6 +58,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Value> {
         latency_samples: 0,
         rounds: 1,
         single: false,
+        replicas: 1,
     })
     .await;
     running.store(false, Ordering::Relaxed);

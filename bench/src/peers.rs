@@ -210,6 +210,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Vec<Value>> {
             latency_samples: 0,
             rounds: opts.rounds,
             single: opts.callers > 0,
+            replicas: 1,
         })
         .await
         .context("Keel's queue scenario")?;

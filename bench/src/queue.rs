@@ -81,6 +81,8 @@ pub struct Options {
     pub rounds: usize,
     /// Whether to measure the one-job-per-transaction enqueue.
     pub single: bool,
+    /// Runtimes draining side by side (replicas), each with C slots.
+    pub replicas: usize,
 }
 
 /// One round's figures.
@@ -158,27 +160,6 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
 }
 
 async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
-    let db = runtime::connect(&fresh.url, 10).await?;
-    let config = RuntimeConfig {
-        queues: BTreeMap::from([
-            (
-                QUEUE.to_owned(),
-                QueuePolicy {
-                    concurrency: opts.concurrency,
-                    ..QueuePolicy::default()
-                },
-            ),
-            (BACKLOG_QUEUE.to_owned(), QueuePolicy::default()),
-        ]),
-        ..RuntimeConfig::default()
-    };
-    let rt = Runtime::new(
-        db.clone(),
-        fresh.url.clone(),
-        Arc::new(SystemClock),
-        config,
-        Arc::new(LogAlerts),
-    );
     let ran = Arc::new(AtomicUsize::new(0));
     let (started_tx, mut started_rx) = mpsc::unbounded_channel();
     let module = Module {
@@ -192,8 +173,17 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
         })],
         routes: axum::Router::new(),
     };
+    let rt = replica(opts, fresh).await?;
     rt.migrate(&[&module]).await?;
     rt.install(&[&module])?;
+    // The other replicas: runtimes of their own on the same database, as more `keel work`
+    // processes would be.
+    let mut others = Vec::new();
+    for _ in 1..opts.replicas {
+        let other = replica(opts, fresh).await?;
+        other.install(&[&module])?;
+        others.push(other);
+    }
 
     if opts.backlog > 0 {
         let t = Instant::now();
@@ -230,6 +220,10 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
     let cpu_before = CpuSnapshot::take();
     let t = Instant::now();
     let workers = rt.start_workers(Some(vec![QUEUE.to_owned()])).await?;
+    let mut other_workers = Vec::new();
+    for other in &others {
+        other_workers.push(other.start_workers(Some(vec![QUEUE.to_owned()])).await?);
+    }
     wait_for(|| ran.load(Ordering::Relaxed) >= opts.jobs, &ran, opts.jobs).await?;
     loop {
         if count(
@@ -256,9 +250,15 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
     )
     .await?;
     eprintln!(
-        "  drain at concurrency {}: {:.0} jobs/s ({:.2} s; {} attempts recorded)",
-        opts.concurrency, out.drain, out.drain_seconds, out.attempts_recorded
+        "  drain at concurrency {} × {} replica(s): {:.0} jobs/s ({:.2} s; {} attempts recorded)",
+        opts.concurrency, opts.replicas, out.drain, out.drain_seconds, out.attempts_recorded
     );
+    for workers in other_workers {
+        workers.shutdown().await;
+    }
+    for other in others {
+        other.db().pool().close().await;
+    }
 
     // Idle claim latency: one job at a time, commit → handler start.
     if opts.latency_samples > 0 {
@@ -315,6 +315,31 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
 
     rt.db().pool().close().await;
     Ok(out)
+}
+
+/// One runtime on `fresh`'s database with the bench's queues, on a pool of its own.
+async fn replica(opts: &Options, fresh: &Fresh) -> anyhow::Result<Runtime> {
+    let db = runtime::connect(&fresh.url, 10).await?;
+    let config = RuntimeConfig {
+        queues: BTreeMap::from([
+            (
+                QUEUE.to_owned(),
+                QueuePolicy {
+                    concurrency: opts.concurrency,
+                    ..QueuePolicy::default()
+                },
+            ),
+            (BACKLOG_QUEUE.to_owned(), QueuePolicy::default()),
+        ]),
+        ..RuntimeConfig::default()
+    };
+    Ok(Runtime::new(
+        db,
+        fresh.url.clone(),
+        Arc::new(SystemClock),
+        config,
+        Arc::new(LogAlerts),
+    ))
 }
 
 /// Waits until `done` holds, failing when the handler makes no progress for 60 s.
@@ -394,6 +419,7 @@ fn summarize(opts: &Options, backend: Backend, rounds: &[Round]) -> serde_json::
         "drain_jobs_per_s": round1(med(&|r| Some(r.drain))),
         "n": opts.jobs,
         "concurrency": opts.concurrency,
+        "replicas": opts.replicas,
         "backend": match backend { Backend::Sqlite => "sqlite", Backend::Postgres => "postgres" },
         "batch": opts.batch,
         "enqueue_callers": opts.callers,
