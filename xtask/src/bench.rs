@@ -11,6 +11,9 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+/// Cargo's words for `keel-bench`, in release mode, after `run` or `build`.
+pub const KEEL_BENCH: [&str; 6] = ["--quiet", "--release", "-p", "bench", "--bin", "keel-bench"];
+
 /// Builds and runs `keel-bench` with `args`; its exit status becomes ours. `profile` is
 /// ours, not the harness's: see [`crate::profile`].
 pub fn run(root: &Path, args: &[&str]) -> ExitCode {
@@ -20,16 +23,9 @@ pub fn run(root: &Path, args: &[&str]) -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "bench",
-            "--bin",
-            "keel-bench",
-            "--",
-        ])
+        .arg("run")
+        .args(KEEL_BENCH)
+        .arg("--")
         .args(args)
         .status();
     match status {

@@ -117,15 +117,10 @@ fn profile_all(root: &Path, options: &Options) -> Result<Vec<PathBuf>, String> {
     ensure_inferno()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     step(
-        Command::new(cargo).current_dir(root).args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "bench",
-            "--bin",
-            "keel-bench",
-        ]),
+        Command::new(cargo)
+            .current_dir(root)
+            .arg("build")
+            .args(crate::bench::KEEL_BENCH),
         "building keel-bench",
     )?;
     let target =
