@@ -60,8 +60,9 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   --concurrency C       the queue's concurrency while draining
   --batch B             jobs per transaction in the batched enqueue (default 500)
   --backlog M           jobs already in the table before the measured ones (default 0)
-  --backlog-kind K      other-queue (ready, on another queue; default) or scheduled
-                        (on the measured queue, due in a day)
+  --backlog-kind K      other-queue (ready, on another queue; default), scheduled
+                        (on the measured queue, due in a day) or same-queue (ready, on the
+                        measured queue ahead of the N jobs: the drain runs N + M)
   --callers K           concurrent callers of the one-job-per-transaction enqueue (default 4)
   --latency-samples S   idle claim-latency samples, commit → handler start (default 200; 0 skips)
   --rounds R            rounds, each on a fresh database; figures are medians (default 1)

@@ -38,6 +38,9 @@ pub enum BacklogKind {
     OtherQueue,
     /// Jobs on the measured queue scheduled a day ahead: in the claim index, not yet due.
     Scheduled,
+    /// Ready jobs on the measured queue, ahead of the measured ones: the drain works
+    /// through all of them (N + M jobs), as a queue that fell behind would.
+    SameQueue,
 }
 
 impl BacklogKind {
@@ -46,6 +49,7 @@ impl BacklogKind {
         match s {
             "other-queue" => Some(Self::OtherQueue),
             "scheduled" => Some(Self::Scheduled),
+            "same-queue" => Some(Self::SameQueue),
             _ => None,
         }
     }
@@ -54,6 +58,7 @@ impl BacklogKind {
         match self {
             Self::OtherQueue => "other-queue",
             Self::Scheduled => "scheduled",
+            Self::SameQueue => "same-queue",
         }
     }
 }
@@ -96,6 +101,8 @@ struct Round {
     keel_cpu_per_1k: Option<f64>,
     postgres_cpu_per_1k: Option<f64>,
     latency: Vec<Duration>,
+    /// Jobs/s over the last fifth of the drain (how the rate holds up deep into it).
+    drain_tail: f64,
 }
 
 /// The no-op handler: counts runs and reports when each one started.
@@ -224,14 +231,22 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
     for other in &others {
         other_workers.push(other.start_workers(Some(vec![QUEUE.to_owned()])).await?);
     }
-    wait_for(|| ran.load(Ordering::Relaxed) >= opts.jobs, &ran, opts.jobs).await?;
+    // A same-queue backlog is drained too: it is ahead of the measured jobs.
+    let total = match opts.backlog_kind {
+        BacklogKind::SameQueue => opts.jobs + opts.backlog,
+        _ => opts.jobs,
+    };
+    let tail_from = total - total / 5;
+    wait_for(|| ran.load(Ordering::Relaxed) >= tail_from, &ran, total).await?;
+    let tail_start = Instant::now();
+    wait_for(|| ran.load(Ordering::Relaxed) >= total, &ran, total).await?;
     loop {
         if count(
             &rt,
             "SELECT COUNT(*) FROM keel_jobs WHERE queue = $1 AND state = 'completed'",
         )
         .await?
-            >= i64::try_from(opts.jobs)?
+            >= i64::try_from(total)?
         {
             break;
         }
@@ -240,9 +255,10 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
     let elapsed = t.elapsed();
     let cpu_after = CpuSnapshot::take();
     out.drain_seconds = elapsed.as_secs_f64();
-    out.drain = opts.jobs as f64 / elapsed.as_secs_f64();
+    out.drain = total as f64 / elapsed.as_secs_f64();
+    out.drain_tail = (total - tail_from) as f64 / tail_start.elapsed().as_secs_f64();
     (out.keel_cpu_per_1k, out.postgres_cpu_per_1k) =
-        cpu_after.per_thousand_since(&cpu_before, opts.jobs);
+        cpu_after.per_thousand_since(&cpu_before, total);
     out.attempts_recorded = count(
         &rt,
         "SELECT COUNT(*) FROM keel_job_attempts WHERE outcome = 'completed' \
@@ -371,6 +387,8 @@ async fn fill_backlog(rt: &Runtime, m: usize, kind: BacklogKind) -> anyhow::Resu
     let (queue, state, run_at) = match kind {
         BacklogKind::OtherQueue => (BACKLOG_QUEUE, "available", now),
         BacklogKind::Scheduled => (QUEUE, "scheduled", now + 24 * 3600 * 1000),
+        // A millisecond earlier than anything enqueued next: ahead of the measured jobs.
+        BacklogKind::SameQueue => (QUEUE, "available", now - 1),
     };
     let columns = "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
                    max_attempts, idempotency_key, correlation_id, enqueued_at) ";
@@ -417,6 +435,7 @@ fn summarize(opts: &Options, backend: Backend, rounds: &[Round]) -> serde_json::
         "enqueue_jobs_per_s": round1(med(&|r| r.enqueue_single)),
         "enqueue_batched_jobs_per_s": round1(med(&|r| Some(r.enqueue_batched))),
         "drain_jobs_per_s": round1(med(&|r| Some(r.drain))),
+        "drain_tail_jobs_per_s": round1(med(&|r| Some(r.drain_tail))),
         "n": opts.jobs,
         "concurrency": opts.concurrency,
         "replicas": opts.replicas,
