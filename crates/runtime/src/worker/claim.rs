@@ -86,6 +86,26 @@ pub struct Claimed {
     pub running: Vec<ClaimedJob>,
     /// Reserved: held unspent until a task starts them.
     pub reserved: Vec<ClaimedJob>,
+    /// Where the claimed jobs end in queue order.
+    pub last: Option<ClaimCursor>,
+}
+
+/// A position in a queue's order (`priority, run_at, id`): the next claim may start after
+/// it.
+///
+/// On PostgreSQL every claimed job leaves a dead entry at the head of the claim index until
+/// a vacuum removes it, and a claim that starts at the head walks all of them: with a
+/// million jobs on one queue, 5 800 buffers and 17 ms a claim once 450 000 were done
+/// (`EXPLAIN (ANALYZE, BUFFERS)`, against 600 buffers and 3 ms at the start). A loop that
+/// keeps claiming full batches starts each claim where the last one ended instead. A job
+/// that sorts before that point — a higher priority, a retry come due, a job handed back —
+/// is found when the loop next starts from the head: after a claim that was not full,
+/// after staging made jobs available, and at least once a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCursor {
+    priority: i32,
+    run_at: i64,
+    id: String,
 }
 
 /// The columns a claim and a rescue read back.
@@ -93,8 +113,9 @@ pub const JOB_COLUMNS: &str = "id, queue, job_type, payload, attempt, max_attemp
      idempotency_key, correlation_id, causation_id, enqueued_at, run_at, started_at, crashes, \
      held_at_crash";
 
-/// Claims up to `limit` ready jobs of `queue` for `worker`; the first `start_now` of them
-/// start (running), the rest are reserved.
+/// Claims up to `limit` ready jobs of `queue` for `worker`, in queue order after `after`
+/// (PostgreSQL; SQLite keeps no dead index entries, so it always starts at the head); the
+/// first `start_now` of them start (running), the rest are reserved.
 ///
 /// # Errors
 /// Fails when the database cannot answer; nothing is claimed then.
@@ -105,14 +126,20 @@ pub async fn claim(
     worker: &str,
     limit: usize,
     start_now: usize,
+    after: Option<&ClaimCursor>,
 ) -> Result<Claimed, sqlx::Error> {
-    let lock = match db.backend() {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
+    let (lock, after) = match db.backend() {
+        Backend::Postgres => ("FOR UPDATE SKIP LOCKED", after),
+        Backend::Sqlite => ("", None),
+    };
+    let from = if after.is_some() {
+        "AND (priority, run_at, id) > ($6, $7, $8)"
+    } else {
+        ""
     };
     let sql = time.sql(&format!(
         "WITH picked AS (SELECT id, priority, run_at FROM keel_jobs \
-           WHERE queue = $3 AND state = 'available' \
+           WHERE queue = $3 AND state = 'available' {from} \
            ORDER BY priority, run_at, id LIMIT $4 {lock}), \
          ranked AS (SELECT id, row_number() OVER (ORDER BY priority, run_at, id) AS n FROM picked) \
          UPDATE keel_jobs SET \
@@ -128,14 +155,19 @@ pub async fn claim(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
         .bind(worker)
         .bind(queue)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(i64::try_from(start_now).unwrap_or(i64::MAX))
-        .fetch_all(db.pool())
-        .await?;
+        .bind(i64::try_from(start_now).unwrap_or(i64::MAX));
+    if let Some(after) = after {
+        query = query
+            .bind(i16::try_from(after.priority).unwrap_or(i16::MAX))
+            .bind(after.run_at)
+            .bind(after.id.as_str());
+    }
+    let rows = query.fetch_all(db.pool()).await?;
     // `RETURNING` gives no order; the loop starts jobs in the order it holds them.
     let mut jobs = rows
         .iter()
@@ -145,7 +177,14 @@ pub async fn claim(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     jobs.sort_by(|(pa, _, a), (pb, _, b)| (pa, a.run_at, &a.id).cmp(&(pb, b.run_at, &b.id)));
-    let mut claimed = Claimed::default();
+    let mut claimed = Claimed {
+        last: jobs.last().map(|(priority, _, job)| ClaimCursor {
+            priority: *priority,
+            run_at: job.run_at,
+            id: job.id.clone(),
+        }),
+        ..Claimed::default()
+    };
     for (_, state, mut job) in jobs {
         if state == "running" {
             claimed.running.push(job);

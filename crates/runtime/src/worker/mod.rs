@@ -53,6 +53,9 @@ const AHEAD_PER_SLOT: usize = 8;
 /// A job claimed ahead and not started within this long goes back to the queue unspent, so
 /// a busy replica never sits on work another could run.
 const AHEAD_MAX_WAIT: Duration = Duration::from_secs(2);
+/// How long a queue loop claims onward from where its last full claim ended before it looks
+/// from the head of the queue again (see `claim::ClaimCursor`).
+const CURSOR_MAX_AGE: Duration = Duration::from_secs(1);
 /// How long a queue claims only for free slots after a job claimed ahead went back unused.
 const AHEAD_PAUSE: Duration = Duration::from_secs(30);
 
@@ -208,6 +211,8 @@ async fn queue_loop(
     let mut running: JoinSet<()> = JoinSet::new();
     let mut failures: u32 = 0;
     let mut last_stage = tokio::time::Instant::now();
+    // Where the last full claim ended, and since when the loop has not looked from the head.
+    let mut cursor: Option<(claim::ClaimCursor, Instant)> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -264,6 +269,13 @@ async fn queue_loop(
         let limit = (free + ahead_now)
             .saturating_sub(buffered)
             .clamp(1, CLAIM_BATCH);
+        // Start where the last full claim ended, unless it is time to look from the head
+        // again (see `claim::ClaimCursor`).
+        if cursor.as_ref().is_some_and(|(_, since)| {
+            since.elapsed() >= CURSOR_MAX_AGE.min(shared.config.poll_interval)
+        }) {
+            cursor = None;
+        }
         let claimed = claim::claim(
             &shared.work,
             &shared.time,
@@ -271,12 +283,18 @@ async fn queue_loop(
             &shared.worker_id,
             limit,
             free.min(limit),
+            cursor.as_ref().map(|(at, _)| at),
         )
         .await;
         match claimed {
             Ok(claimed) => {
                 failures = 0;
                 let claim_full = claimed.running.len() + claimed.reserved.len() == limit;
+                cursor = match (claim_full, claimed.last.clone(), cursor.take()) {
+                    (true, Some(last), Some((_, since))) => Some((last, since)),
+                    (true, Some(last), None) => Some((last, Instant::now())),
+                    _ => None,
+                };
                 let claimed_any = !claimed.running.is_empty() || !claimed.reserved.is_empty();
                 // Jobs claimed as running spent their attempt already: start them now.
                 for job in claimed.running {
@@ -300,7 +318,13 @@ async fn queue_loop(
                 if !claim_full || last_stage.elapsed() >= shared.config.poll_interval {
                     last_stage = tokio::time::Instant::now();
                     match claim::stage(&shared.work, &shared.time, &queue).await {
-                        Ok(n) => staged = n,
+                        Ok(n) => {
+                            staged = n;
+                            if n > 0 {
+                                // Staged jobs may sort before where the last claim ended.
+                                cursor = None;
+                            }
+                        }
                         Err(e) => tracing::warn!(%queue, error = %e, "staging due jobs failed"),
                     }
                 }
