@@ -11,16 +11,25 @@
 
 use std::collections::HashMap;
 
-use events::DbConn;
+use events::{Backend, DbConn};
 use sqlx::Row;
 
 use super::claim::ClaimedJob;
 use super::execute::{Outcome, Verdict};
 use crate::db_time::DbTime;
 
-/// Completed jobs per statement (6 bound values per attempt row stay far below the
-/// backends' parameter limits).
-pub const COMPLETE_CHUNK: usize = 200;
+/// Jobs per statement when the writer completes, starts or releases a batch.
+///
+/// Measured with `keel-bench queue` (N = 20 000): SQLite drains ~19 k jobs/s at 25 or 50
+/// jobs a statement and ~12.4 k at 200 — sqlx looks each bound value of a SQLite statement
+/// up by name, which grows with the statement — while PostgreSQL does best with the big
+/// statements (17–19 k jobs/s at 200, ~14 k at 25).
+pub fn chunk_size(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 200,
+        Backend::Sqlite => 32,
+    }
+}
 
 /// "Worker `{worker}` holds the job at attempt `{attempt}`" (SQL; columns prefixed with
 /// `{table}`): running it, or reserved with its start not written yet.

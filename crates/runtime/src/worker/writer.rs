@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use super::claim::ClaimedJob;
-use super::complete::{self, COMPLETE_CHUNK};
+use super::complete;
 use super::execute::{self, Outcome, Verdict};
 use crate::alerts::Alert;
 
@@ -181,6 +181,7 @@ async fn write(shared: &Shared, batch: &[Write]) -> Result<Applied, sqlx::Error>
     let mut applied = Applied::default();
     let mut tx = shared.work.begin().await?;
     let (time, worker) = (&shared.time, shared.worker_id.as_str());
+    let per_statement = complete::chunk_size(shared.work.backend());
     let mut completed = Vec::new();
     let mut others = Vec::new();
     let mut releases = Vec::new();
@@ -200,11 +201,11 @@ async fn write(shared: &Shared, batch: &[Write]) -> Result<Applied, sqlx::Error>
         .map(|o| o.job.id.as_str())
         .collect();
     starts.retain(|job| !finished.contains(job.id.as_str()));
-    for chunk in starts.chunks(COMPLETE_CHUNK) {
+    for chunk in starts.chunks(per_statement) {
         complete::record_starts(&mut tx, worker, chunk).await?;
     }
     // The common case in two statements per chunk, however many jobs finished.
-    for chunk in completed.chunks(COMPLETE_CHUNK) {
+    for chunk in completed.chunks(per_statement) {
         complete::complete_chunk(&mut tx, time, worker, chunk).await?;
     }
     for outcome in others {
@@ -214,7 +215,7 @@ async fn write(shared: &Shared, batch: &[Write]) -> Result<Applied, sqlx::Error>
             applied.dead.push((outcome.job.clone(), error.clone()));
         }
     }
-    for chunk in releases.chunks(COMPLETE_CHUNK) {
+    for chunk in releases.chunks(per_statement) {
         complete::release(&mut tx, worker, chunk).await?;
     }
     tx.commit().await?;
