@@ -46,6 +46,29 @@ fn held_at(table: &str, worker: &str, attempt: &str) -> String {
     )
 }
 
+/// "Worker `{worker}` holds the job reserved, to run as attempt `{attempt}`" — as
+/// [`held_at`], for the statements that apply to a reserved job only.
+fn reserved_for(table: &str, worker: &str, attempt: &str) -> String {
+    format!(
+        "{table}locked_by = {worker} AND CASE {table}state \
+           WHEN 'reserved' THEN {table}attempt = {attempt} - 1 ELSE FALSE END"
+    )
+}
+
+/// `($first, …), (…), …`: `rows` rows of `width` parameters each, for a `VALUES` list.
+fn value_rows(first: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let params = (0..width)
+                .map(|col| format!("${}", first + row * width + col))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({params})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Starts reserved jobs: each becomes `running` and spends its attempt — unless it is no
 /// longer reserved by `worker` (released by a rescue meanwhile). Returns the started ones,
 /// with their attempt and start time as the database recorded them.
@@ -63,22 +86,21 @@ pub async fn start(
     }
     // Found by primary key; the `CASE` keeps the planner off `keel_jobs_held` (see
     // [`held_at`]).
-    let ids = (3..3 + jobs.len())
-        .map(|i| format!("(${i})"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = time.sql(&format!(
-        "WITH starting(id) AS (VALUES {ids}) \
-         UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, started_at = NOW_MS \
-         FROM starting WHERE keel_jobs.id = starting.id \
-         AND keel_jobs.locked_by = $2 AND CASE keel_jobs.state WHEN 'reserved' THEN TRUE ELSE FALSE END \
-         RETURNING keel_jobs.id, keel_jobs.attempt, keel_jobs.started_at"
+        "WITH starting(id, attempt) AS (VALUES {rows}) \
+         UPDATE keel_jobs SET state = 'running', attempt = starting.attempt, started_at = NOW_MS \
+         FROM starting WHERE keel_jobs.id = starting.id AND {reserved} \
+         RETURNING keel_jobs.id, keel_jobs.attempt, keel_jobs.started_at",
+        rows = value_rows(3, jobs.len(), 2),
+        reserved = reserved_for("keel_jobs.", "$2", "starting.attempt"),
     ));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
         .bind(worker);
     for job in jobs {
-        query = query.bind(job.id.as_str());
+        query = query
+            .bind(job.id.as_str())
+            .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX));
     }
     query
         .fetch_all(&mut *conn)
@@ -112,18 +134,14 @@ pub async fn record_starts(
     if jobs.is_empty() {
         return Ok(0);
     }
-    let values = (0..jobs.len())
-        .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-        .collect::<Vec<_>>()
-        .join(", ");
     // Found by primary key; the `CASE` keeps the planner off `keel_jobs_held` (see
     // [`held_at`]).
     let sql = format!(
-        "WITH started(id, attempt, at) AS (VALUES {values}) \
+        "WITH started(id, attempt, at) AS (VALUES {rows}) \
          UPDATE keel_jobs SET state = 'running', attempt = started.attempt, started_at = started.at \
-         FROM started WHERE keel_jobs.id = started.id AND keel_jobs.locked_by = $1 \
-         AND CASE keel_jobs.state WHEN 'reserved' THEN keel_jobs.attempt = started.attempt - 1 \
-           ELSE FALSE END"
+         FROM started WHERE keel_jobs.id = started.id AND {reserved}",
+        rows = value_rows(2, jobs.len(), 3),
+        reserved = reserved_for("keel_jobs.", "$1", "started.attempt"),
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(worker);
     for job in jobs {
@@ -147,14 +165,20 @@ pub async fn release(
     if jobs.is_empty() {
         return Ok(0);
     }
+    // Found by primary key; the `CASE` keeps the planner off `keel_jobs_held` (see
+    // [`held_at`]).
     let sql = format!(
-        "UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
-         WHERE locked_by = $1 AND state = 'reserved' AND id IN ({})",
-        placeholders(2, jobs.len())
+        "WITH releasing(id, attempt) AS (VALUES {rows}) \
+         UPDATE keel_jobs SET state = 'available', locked_by = NULL, reserved_at = NULL \
+         FROM releasing WHERE keel_jobs.id = releasing.id AND {reserved}",
+        rows = value_rows(2, jobs.len(), 2),
+        reserved = reserved_for("keel_jobs.", "$1", "releasing.attempt"),
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(worker);
     for job in jobs {
-        query = query.bind(job.id.as_str());
+        query = query
+            .bind(job.id.as_str())
+            .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX));
     }
     Ok(query.execute(&mut *conn).await?.rows_affected())
 }
@@ -173,10 +197,7 @@ pub async fn complete_chunk(
 ) -> Result<usize, sqlx::Error> {
     // (id, attempt, start): a late outcome must never land on a newer attempt of the same
     // job (rescued meanwhile and claimed again by this very worker).
-    let values = (0..chunk.len())
-        .map(|i| format!("(${}, ${}, ${})", 3 * i + 3, 3 * i + 4, 3 * i + 5))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = value_rows(3, chunk.len(), 3);
     // A join on the primary key, spelled out: given `(id, attempt) IN (…)` PostgreSQL's
     // planner may walk a partial index instead, whose stale entries make every batch
     // slower until a vacuum.
@@ -327,7 +348,7 @@ pub async fn apply(
         held = held_at("", "$4", "$7"),
     ));
     let delay_ms = delay.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4));
-    let started_at: Option<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    let applied: Option<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(time.fixed())
         .bind(delay_ms)
         .bind(&job.id)
@@ -337,13 +358,12 @@ pub async fn apply(
         .bind(i32::try_from(job.attempt).unwrap_or(i32::MAX))
         .fetch_optional(&mut *conn)
         .await?;
-    let updated = u64::from(started_at.is_some());
-    if updated == 0 {
+    let Some(started_at) = applied else {
         if !label.is_empty() {
             tracing::warn!(job_id = %job.id, "job was taken from this worker before its outcome was written");
         }
         return Ok(false);
-    }
+    };
     if label.is_empty() {
         return Ok(true);
     }
@@ -353,7 +373,7 @@ pub async fn apply(
             job_id: &job.id,
             attempt: job.attempt,
             worker,
-            started_at: started_at.flatten().unwrap_or(job.started_at),
+            started_at: started_at.unwrap_or(job.started_at),
             finished_at: outcome.finished_at,
             outcome: label,
             error,
@@ -436,12 +456,4 @@ pub async fn record_attempt(conn: &mut DbConn, row: &AttemptRow<'_>) -> Result<(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
