@@ -18,6 +18,7 @@ pub mod error;
 pub mod idempotency;
 pub mod migrate;
 pub mod outbox;
+mod placeholders;
 pub mod policy;
 pub mod queue;
 pub mod registry;
