@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         database_url: cli.global.database_url.clone(),
         listen: cli.global.listen.clone(),
         admin_token: std::env::var("KEEL_ADMIN_TOKEN").ok(),
+        otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
     };
     let settings = Settings::load(&overrides)?;
     match cli.command {
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => commands::trace(&settings, &correlation_id, json).await,
         Command::Queues { json } => commands::queues(&settings, json).await,
+        Command::Schedules { json } => commands::schedules(&settings, json).await,
         Command::Dead { command } => commands::dead(&settings, command).await,
     }
 }

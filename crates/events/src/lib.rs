@@ -10,7 +10,7 @@
 //!   threaded by hand;
 //! - the ports: [`outbox`] (publish inside your own transaction), [`jobs`] (enqueue and run
 //!   background work), [`listeners`] (react to events), [`queries`] (ask another module for
-//!   what you need without importing it), [`clock`] (injected time);
+//!   what you need without importing it), [`clock`] (injected time), [`schedule`]s (periodic jobs a module declares);
 //! - the shape of a [`module`] as the app wires it, its [`migration`]s, the database handle
 //!   ([`db`]) and the HTTP error contract ([`http`]).
 //!
@@ -30,11 +30,12 @@ pub mod migration;
 pub mod module;
 pub mod outbox;
 pub mod queries;
+pub mod schedule;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use catalog::{ImportCompleted, InvoiceIssued, InvoicePaid, RecordCreated};
+pub use catalog::{ImportCompleted, InvoiceIssued, InvoiceOverdue, InvoicePaid, RecordCreated};
 pub use clock::{Clock, SystemClock};
 pub use context::{CorrelationId, TraceContext};
 pub use db::{Backend, Db, DbConn};
@@ -44,4 +45,5 @@ pub use listeners::{Dispatch, Listener, ListenerError};
 pub use migration::Migration;
 pub use module::Module;
 pub use outbox::{Outbox, PublishError};
+pub use schedule::{Missed, Schedule};
 pub use schema::{Catalog, CatalogEvent, EventSchema, Upcast, UpcastError};

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use events::jobs::{HandleJob, JobDetail};
 use events::queries::{InvoiceDirectory, InvoiceSummary, RecordDirectory};
-use events::{Clock, Event, InvoiceIssued, InvoicePaid, JobContext, JobError};
+use events::{Clock, Event, InvoiceIssued, InvoiceOverdue, InvoicePaid, JobContext, JobError};
 use lettre::message::Mailbox;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -107,6 +107,7 @@ impl InvoiceEmailer {
 enum InvoiceNews {
     Issued,
     Paid,
+    Overdue,
 }
 
 impl InvoiceNews {
@@ -114,6 +115,7 @@ impl InvoiceNews {
         match name {
             InvoiceIssued::NAME => Some(Self::Issued),
             InvoicePaid::NAME => Some(Self::Paid),
+            InvoiceOverdue::NAME => Some(Self::Overdue),
             _ => None,
         }
     }
@@ -122,6 +124,15 @@ impl InvoiceNews {
         match self {
             Self::Issued => "issued",
             Self::Paid => "paid",
+            Self::Overdue => "overdue",
+        }
+    }
+
+    fn sentence(self) -> &'static str {
+        match self {
+            Self::Issued => "has been issued",
+            Self::Paid => "has been paid",
+            Self::Overdue => "is overdue",
         }
     }
 }
@@ -233,10 +244,13 @@ fn build_message(letter: &Letter<'_>) -> Result<Message, lettre::error::Error> {
     let closing = match letter.news {
         InvoiceNews::Issued => "",
         InvoiceNews::Paid => "\nThank you for your payment.\n",
+        InvoiceNews::Overdue => {
+            "\nIt is still unpaid; please pay it at your earliest convenience.\n"
+        }
     };
     let body = format!(
         "Hello,\n\n\
-         your invoice for \"{title}\" has been {verb}.\n\n\
+         your invoice for \"{title}\" {news}.\n\n\
          \x20 Invoice:  {id}\n\
          \x20 Record:   {title}\n\
          \x20 Amount:   {amount} {currency}\n\
@@ -245,6 +259,7 @@ fn build_message(letter: &Letter<'_>) -> Result<Message, lettre::error::Error> {
          -- \n\
          Sent by Keel. Reference: {correlation}\n",
         id = letter.invoice.invoice_id,
+        news = letter.news.sentence(),
         title = letter.title,
         status = letter.invoice.status,
         correlation = letter.correlation_id,

@@ -105,7 +105,8 @@ impl Deliverer {
                 }
             }
             Subject::InvoiceIssued(events::InvoiceIssued { invoice_id, .. })
-            | Subject::InvoicePaid(events::InvoicePaid { invoice_id, .. }) => {
+            | Subject::InvoicePaid(events::InvoicePaid { invoice_id, .. })
+            | Subject::InvoiceOverdue(events::InvoiceOverdue { invoice_id, .. }) => {
                 if let Some(invoice) = self.ports.invoices.find_invoice(*invoice_id).await? {
                     data.insert("amount_cents".into(), json!(invoice.amount_cents));
                     data.insert("currency".into(), json!(invoice.currency));
