@@ -61,7 +61,7 @@ pub fn routes(state: EdgeState) -> Router {
         .route("/admin/jobs/{id}/replay", post(replay_job))
         .route("/admin/jobs/{id}/purge", post(purge_job))
         .route("/admin/trace", get(trace))
-        .route("/admin/schedules", get(schedule_list))
+        .route("/admin/scheduled", get(schedule_list))
         .route("/admin/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(
             dashboard.clone(),

@@ -23,7 +23,7 @@ pub enum Section {
     Dead,
     /// `/admin/trace`.
     Trace,
-    /// `/admin/schedules`.
+    /// `/admin/scheduled`.
     Schedules,
 }
 
@@ -60,7 +60,7 @@ pub(super) fn layout(page: &Page<'_>, content: Markup) -> Markup {
     let nav = [
         (Section::Queues, "/admin", "Queues"),
         (Section::Dead, "/admin/dead", "Dead letters"),
-        (Section::Schedules, "/admin/schedules", "Schedules"),
+        (Section::Schedules, "/admin/scheduled", "Schedules"),
         (Section::Trace, "/admin/trace", "Trace"),
     ];
     document(

@@ -1,4 +1,4 @@
-//! `/admin/schedules`: every scheduled job with its expression, time zone, next run, last
+//! `/admin/scheduled` (the JSON is `/admin/schedules`): every scheduled job with its expression, time zone, next run, last
 //! run and the last job's outcome (linked to the job's page).
 
 use chrono::{DateTime, Utc};
