@@ -25,7 +25,6 @@ use crate::config::{Overrides, Settings};
 /// # Errors
 /// Any failure, as one line for stderr.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    telemetry::init(telemetry::LogFormat::from_env(), std::io::stderr);
     let overrides = Overrides {
         config_path: cli.global.config.clone(),
         database_url: cli.global.database_url.clone(),
@@ -34,6 +33,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
     };
     let settings = Settings::load(&overrides)?;
+    let telemetry = telemetry::init(
+        telemetry::LogFormat::from_env(),
+        std::io::stderr,
+        &settings.telemetry,
+    )?;
+    let result = dispatch(cli, settings).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_workers } => {
             let mode = if no_workers {

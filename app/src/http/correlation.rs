@@ -28,10 +28,21 @@ pub async fn layer(State(edge): State<EdgeState>, request: Request, next: Next) 
 
     let span = tracing::info_span!(
         "request",
+        otel.name = %method,
+        otel.kind = "server",
+        url.path = %path,
         %method,
         path = %path,
         correlation_id = %correlation_id,
         request_id = %request_id,
+    );
+    // A caller's W3C trace context: this request's span continues the caller's trace.
+    events::propagation::continue_trace(
+        &span,
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
     );
     let trace = TraceContext {
         correlation_id: correlation_id.clone(),

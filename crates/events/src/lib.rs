@@ -7,7 +7,7 @@
 //!   past tense, carrying ids, never snapshots — with their versioned [`schema`]s, examples
 //!   and upcasters;
 //! - the [`context`] (correlation and causation ids) that follows a chain without being
-//!   threaded by hand;
+//!   threaded by hand, and the W3C trace context's [`propagation`] across stored jobs;
 //! - the ports: [`outbox`] (publish inside your own transaction), [`jobs`] (enqueue and run
 //!   background work), [`listeners`] (react to events), [`queries`] (ask another module for
 //!   what you need without importing it), [`clock`] (injected time), [`schedule`]s (periodic jobs a module declares);
@@ -29,6 +29,7 @@ pub mod listeners;
 pub mod migration;
 pub mod module;
 pub mod outbox;
+pub mod propagation;
 pub mod queries;
 pub mod schedule;
 pub mod schema;

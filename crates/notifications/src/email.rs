@@ -19,6 +19,7 @@ use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::jobs::SendInvoiceEmail;
 use crate::{NotificationsConfig, NotificationsError};
@@ -177,7 +178,16 @@ impl HandleJob<SendInvoiceEmail> for InvoiceEmailer {
         .map_err(|e| JobError::poison(format!("the email could not be built: {e}")))?;
 
         match &self.mailer {
-            Mailer::Smtp(transport) => match transport.send(message).await {
+            Mailer::Smtp(transport) => match transport
+                .send(message)
+                .instrument(tracing::info_span!(
+                    "smtp.send",
+                    otel.name = "SMTP send",
+                    otel.kind = "client",
+                    correlation_id = %ctx.trace.correlation_id,
+                ))
+                .await
+            {
                 Ok(response) => {
                     let first = response.message().next().unwrap_or_default();
                     let reply = mask_emails_in(&format!("{} {first}", response.code()));

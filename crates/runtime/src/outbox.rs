@@ -16,6 +16,7 @@ use events::{
 };
 use serde_json::json;
 use sqlx::Row;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::queue::SqlJobQueue;
@@ -49,6 +50,27 @@ impl Outbox for SqlOutbox {
         payload: serde_json::Value,
     ) -> Result<EventEnvelope, PublishError> {
         let trace = TraceContext::current_or_new();
+        // The span the event's queued deliveries continue (their stored traceparent).
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", key.name),
+            event = key.name,
+            correlation_id = %trace.correlation_id,
+        );
+        self.publish_in(conn, key, payload, trace)
+            .instrument(span)
+            .await
+    }
+}
+
+impl SqlOutbox {
+    async fn publish_in(
+        &self,
+        conn: &mut DbConn,
+        key: EventKey,
+        payload: serde_json::Value,
+        trace: TraceContext,
+    ) -> Result<EventEnvelope, PublishError> {
         let envelope = EventEnvelope {
             id: Uuid::now_v7(),
             name: key.name.to_owned(),
@@ -127,6 +149,12 @@ async fn run_inline(
     let outcome = trace
         .clone()
         .scope(listener.handle(&mut *conn, upcast.as_ref()))
+        .instrument(tracing::info_span!(
+            "listener",
+            otel.name = %listener.name(),
+            event_id = %envelope.id,
+            correlation_id = %envelope.correlation_id,
+        ))
         .await;
     match outcome {
         Ok(()) => {

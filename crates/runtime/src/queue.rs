@@ -76,7 +76,7 @@ impl SqlJobQueue {
         jobs: &[NewJob],
         trace: &TraceContext,
     ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
-        const COLUMNS: usize = 11;
+        const COLUMNS: usize = 12;
         let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
         // "Now" is the database's: a job for now is available to every replica at once,
         // whatever this process's clock says; one for later waits on the database's clock.
@@ -86,7 +86,7 @@ impl SqlJobQueue {
                 format!(
                     "({id}, {queue}, {job_type}, {payload}, \
                      CASE WHEN {run_at} > NOW_MS THEN 'scheduled' ELSE 'available' END, \
-                     {priority}, COALESCE({run_at}, NOW_MS), {max}, {unique}, {key}, {corr}, {cause}, NOW_MS)",
+                     {priority}, COALESCE({run_at}, NOW_MS), {max}, {unique}, {key}, {corr}, {cause}, NOW_MS, {tp})",
                     id = p(0),
                     queue = p(1),
                     job_type = p(2),
@@ -98,19 +98,24 @@ impl SqlJobQueue {
                     key = p(8),
                     corr = p(9),
                     cause = p(10),
+                    tp = p(11),
                 )
             })
             .collect::<Vec<_>>()
             .join(", ");
         let sql = self.time.sql(&format!(
             "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
-             max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at) \
+             max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at, \
+             traceparent) \
              VALUES {values} \
              ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
              RETURNING id"
         ));
         let correlation = trace.correlation_id.as_str();
         let causation = trace.causation_id.map(|c| c.to_string());
+        // The enqueuing span, so the job's attempts continue its trace (`None` unless the
+        // app exports traces).
+        let traceparent = events::propagation::current_traceparent();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.time.fixed());
         for (job, id) in jobs.iter().zip(&ids) {
             let policy = self.config.policy_for(&job.queue, &job.job_type);
@@ -130,7 +135,8 @@ impl SqlJobQueue {
                 .bind(job.unique_key.clone())
                 .bind(idempotency_key)
                 .bind(correlation.to_owned())
-                .bind(causation.clone());
+                .bind(causation.clone())
+                .bind(traceparent.clone());
         }
         let inserted: std::collections::HashSet<String> = query
             .fetch_all(&mut *conn)

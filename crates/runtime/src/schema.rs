@@ -162,6 +162,11 @@ CREATE TABLE keel_idempotency (
         "runtime: scheduled jobs' next and last tick",
         SCHEDULES,
     ),
+    Migration::portable(
+        2026120332,
+        "runtime: the W3C trace context a job continues",
+        "ALTER TABLE keel_jobs ADD COLUMN traceparent TEXT;",
+    ),
 ];
 
 /// One row per schedule (never more): the next tick on the database's clock, what it was
