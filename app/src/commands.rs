@@ -197,8 +197,8 @@ pub async fn schedules(settings: &Settings, json: bool) -> anyhow::Result<()> {
         )
     };
     println!(
-        "{:<32} {:<16} {:<14} {:<9} {:<20} {:<20} {}",
-        "SCHEDULE", "CRON", "ZONE", "MISSED", "NEXT RUN (UTC)", "LAST RUN (UTC)", "LAST OUTCOME"
+        "{:<32} {:<16} {:<14} {:<9} {:<20} {:<20} LAST OUTCOME",
+        "SCHEDULE", "CRON", "ZONE", "MISSED", "NEXT RUN (UTC)", "LAST RUN (UTC)"
     );
     for s in list {
         let next = if s.paused {
