@@ -137,3 +137,61 @@ pub fn telemetry(
         },
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, Settings};
+
+    #[test]
+    fn a_schedule_section_resolves_to_its_override() {
+        let text = "[schedules.sweep]\ncron = \"0 2 * * *\"\nzone = \"Asia/Tokyo\"\njob_type = \"x.y\"\npayload = { days = 3 }\npaused = true\nmissed = \"run_once\"\n";
+        let settings = Settings::from_toml(text, &Overrides::default()).unwrap();
+        let sweep = &settings.schedules["sweep"];
+        assert_eq!(sweep.cron.as_deref(), Some("0 2 * * *"));
+        assert_eq!(sweep.zone.as_deref(), Some("Asia/Tokyo"));
+        assert_eq!(sweep.payload, Some(serde_json::json!({ "days": 3 })));
+        assert_eq!(
+            (sweep.paused, sweep.missed),
+            (Some(true), Some(Missed::RunOnce))
+        );
+        assert_eq!(settings.overdue_after, billing::DEFAULT_OVERDUE_AFTER);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_table_is_refused_naming_the_key() {
+        let err = Settings::from_toml("[schedules.s]\npayload = 3\n", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schedules.s.payload"), "{err}");
+    }
+
+    #[test]
+    fn the_environments_endpoint_wins_and_unset_means_no_export() {
+        let file = "[telemetry]\notlp_endpoint = \"http://file:4318\"\n";
+        let from_file = Settings::from_toml(file, &Overrides::default()).unwrap();
+        assert_eq!(
+            from_file.telemetry.otlp_endpoint.as_deref(),
+            Some("http://file:4318")
+        );
+        let env = Overrides {
+            otlp_endpoint: Some("http://env:4318".to_owned()),
+            ..Overrides::default()
+        };
+        let from_env = Settings::from_toml(file, &env).unwrap();
+        assert_eq!(
+            from_env.telemetry.otlp_endpoint.as_deref(),
+            Some("http://env:4318")
+        );
+        let none = Settings::from_toml("", &Overrides::default()).unwrap();
+        assert_eq!(none.telemetry.otlp_endpoint, None);
+        let bad = Settings::from_toml(
+            "[telemetry]\notlp_endpoint = \"collector:4318\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("telemetry.otlp_endpoint"), "{bad}");
+    }
+}

@@ -72,6 +72,7 @@ cron = \"*/15 * * * *\"
 zone = \"Europe/Berlin\"
 job_type = \"billing.mark_overdue_invoices\"
 missed = \"skip\"
+payload = {}
 ";
     let (code, _, err) = keel(&["migrate"], &db, config);
     assert_eq!(code, Some(0), "{err}");

@@ -54,3 +54,44 @@ pub fn page(page: &Page<'_>, schedules: &[ScheduleStatus], now: DateTime<Utc>) -
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::dashboard::pages::Section;
+
+    #[test]
+    fn the_page_shows_each_schedule_escaped_with_its_last_job_linked() {
+        let page = Page {
+            title: "Schedules",
+            section: Section::Schedules,
+            csrf: None,
+            flash: None,
+        };
+        let status = ScheduleStatus {
+            name: "<b>nightly</b>".into(),
+            cron: "0 2 * * *".into(),
+            zone: "UTC".into(),
+            job_type: "billing.mark_overdue_invoices".into(),
+            queue: "events".into(),
+            missed: "run_once",
+            paused: true,
+            source: "keel.toml".into(),
+            next_run_at: None,
+            last_run_at: None,
+            last_job_id: Some("j1".into()),
+            last_outcome: Some("completed".into()),
+        };
+        let out = super::page(&page, &[status], Utc::now()).into_string();
+        assert!(out.contains("&lt;b&gt;nightly"), "{out}");
+        assert!(!out.contains("<b>nightly"), "{out}");
+        assert!(
+            out.contains("paused") && out.contains("href=\"/admin/jobs/j1\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("href=\"/admin/scheduled\""),
+            "the navigation links the page"
+        );
+    }
+}
