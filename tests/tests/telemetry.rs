@@ -19,7 +19,7 @@ use prost::Message;
 use serde_json::json;
 use tests::app::{AppOptions, client, expect_json, spawn_app};
 use tests::poll::eventually;
-use tests::receivers::HttpReceiver;
+use tests::receivers::{HttpReceiver, SmtpReceiver};
 use tests::{TestDb, both_backends};
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -120,7 +120,12 @@ fn exported() -> &'static (Arc<Mutex<Vec<Span>>>, Telemetry) {
 async fn one_chain_is_one_trace_from_the_request_to_the_outbound_webhook(db: TestDb) {
     let (spans, telemetry) = exported();
     let receiver = HttpReceiver::start().await;
-    let app = spawn_app(&db, AppOptions::default()).await;
+    let smtp = SmtpReceiver::start().await;
+    let options = AppOptions {
+        smtp_url: Some(smtp.url()),
+        ..AppOptions::default()
+    };
+    let app = spawn_app(&db, options).await;
     app.subscribe(&receiver.url("/hooks"), &["record.created"])
         .await;
 
@@ -136,7 +141,7 @@ async fn one_chain_is_one_trace_from_the_request_to_the_outbound_webhook(db: Tes
         .send()
         .await
         .unwrap();
-    expect_json(response, 201).await;
+    let record = expect_json(response, 201).await;
     let delivered = receiver.wait_for(1, WITHIN).await;
     let sent = delivered[0].header("traceparent").unwrap().to_owned();
 
@@ -202,6 +207,47 @@ async fn one_chain_is_one_trace_from_the_request_to_the_outbound_webhook(db: Tes
     assert!(
         resource.iter().any(|(k, _)| k == "telemetry.sdk.name"),
         "{resource:?}"
+    );
+
+    // An invoice's email: the SMTP call is a child of the email job's attempt, in the
+    // request's trace (a new one: this request sends no traceparent).
+    let mail_correlation = format!("{correlation_id}-mail");
+    let response = client()
+        .post(app.url("/invoices"))
+        .header("x-correlation-id", &mail_correlation)
+        .json(&json!({ "record_id": record["id"], "amount_cents": 100, "currency": "EUR" }))
+        .send()
+        .await
+        .unwrap();
+    expect_json(response, 201).await;
+    smtp.wait_for(1, WITHIN).await;
+    let (smtp_span, trace) = eventually(WITHIN, "the email chain is exported", || async {
+        telemetry.flush();
+        let all = spans.lock().unwrap().clone();
+        let smtp_span = all
+            .iter()
+            .find(|s| {
+                s.name == "SMTP send"
+                    && s.attribute("correlation_id") == Some(mail_correlation.as_str())
+            })?
+            .clone();
+        let trace: Vec<Span> = all
+            .into_iter()
+            .filter(|s| s.trace_id == smtp_span.trace_id)
+            .collect();
+        Some((smtp_span, trace))
+    })
+    .await;
+    let attempt = trace
+        .iter()
+        .find(|s| s.span_id == smtp_span.parent)
+        .unwrap_or_else(|| panic!("the SMTP span's parent is exported: {trace:#?}"));
+    assert_eq!(attempt.name, "notifications.send_invoice_email");
+    assert!(
+        trace
+            .iter()
+            .any(|s| s.name == "POST" && s.parent.is_empty()),
+        "the request is the root: {trace:#?}"
     );
     app.shutdown().await;
 }

@@ -27,6 +27,12 @@ pub fn install(propagation: Propagation) {
     let _ = INSTALLED.set(propagation);
 }
 
+/// Whether traces are exported: spans that exist only for the trace (a publish, an outbound
+/// call) are created only then, so an unset endpoint costs nothing.
+pub fn enabled() -> bool {
+    INSTALLED.get().is_some()
+}
+
 /// The current span's `traceparent`; `None` when traces are not exported.
 pub fn current_traceparent() -> Option<String> {
     INSTALLED.get().and_then(|p| (p.current)())

@@ -180,12 +180,16 @@ impl HandleJob<SendInvoiceEmail> for InvoiceEmailer {
         match &self.mailer {
             Mailer::Smtp(transport) => match transport
                 .send(message)
-                .instrument(tracing::info_span!(
-                    "smtp.send",
-                    otel.name = "SMTP send",
-                    otel.kind = "client",
-                    correlation_id = %ctx.trace.correlation_id,
-                ))
+                .instrument(if events::propagation::enabled() {
+                    tracing::info_span!(
+                        "smtp.send",
+                        otel.name = "SMTP send",
+                        otel.kind = "client",
+                        correlation_id = %ctx.trace.correlation_id,
+                    )
+                } else {
+                    tracing::Span::none()
+                })
                 .await
             {
                 Ok(response) => {

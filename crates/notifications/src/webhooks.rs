@@ -170,14 +170,18 @@ impl HandleJob<DeliverWebhook> for Deliverer {
         let timestamp = self.clock.now().timestamp();
         let correlation_id = ctx.trace.correlation_id.as_str();
         // The outbound call's own span: the receiver's trace continues from it.
-        let span = tracing::info_span!(
-            "webhook.send",
-            otel.name = "POST webhook",
-            otel.kind = "client",
-            http.request.method = "POST",
-            server.address = url.host_str().unwrap_or(""),
-            correlation_id = %correlation_id,
-        );
+        let span = if events::propagation::enabled() {
+            tracing::info_span!(
+                "webhook.send",
+                otel.name = "POST webhook",
+                otel.kind = "client",
+                http.request.method = "POST",
+                server.address = url.host_str().unwrap_or(""),
+                correlation_id = %correlation_id,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let trace_parent = span
             .in_scope(events::propagation::current_traceparent)
             .unwrap_or_else(|| traceparent(correlation_id, span_id()));

@@ -50,13 +50,18 @@ impl Outbox for SqlOutbox {
         payload: serde_json::Value,
     ) -> Result<EventEnvelope, PublishError> {
         let trace = TraceContext::current_or_new();
-        // The span the event's queued deliveries continue (their stored traceparent).
-        let span = tracing::info_span!(
-            "publish",
-            otel.name = %format!("publish {}", key.name),
-            event = key.name,
-            correlation_id = %trace.correlation_id,
-        );
+        // The span the event's queued deliveries continue (their stored traceparent); only
+        // when traces are exported.
+        let span = if events::propagation::enabled() {
+            tracing::info_span!(
+                "publish",
+                otel.name = %format!("publish {}", key.name),
+                event = key.name,
+                correlation_id = %trace.correlation_id,
+            )
+        } else {
+            tracing::Span::none()
+        };
         self.publish_in(conn, key, payload, trace)
             .instrument(span)
             .await
@@ -149,12 +154,16 @@ async fn run_inline(
     let outcome = trace
         .clone()
         .scope(listener.handle(&mut *conn, upcast.as_ref()))
-        .instrument(tracing::info_span!(
-            "listener",
-            otel.name = %listener.name(),
-            event_id = %envelope.id,
-            correlation_id = %envelope.correlation_id,
-        ))
+        .instrument(if events::propagation::enabled() {
+            tracing::info_span!(
+                "listener",
+                otel.name = %listener.name(),
+                event_id = %envelope.id,
+                correlation_id = %envelope.correlation_id,
+            )
+        } else {
+            tracing::Span::none()
+        })
         .await;
     match outcome {
         Ok(()) => {
