@@ -89,6 +89,18 @@ async fn an_invoice_open_past_its_due_date_becomes_overdue_emails_the_owner_and_
     assert_eq!(ran["last_run_at"], "2030-01-11T03:00:00Z", "{ran}");
     assert_eq!(ran["next_run_at"], "2030-01-12T03:00:00Z", "{ran}");
 
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            "keel_schedule_next_run_timestamp_seconds{schedule=\"billing.mark_overdue_invoices\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keel_schedule_last_outcome{schedule=\"billing.mark_overdue_invoices\""),
+        "{metrics}"
+    );
+
     let paid = expect_json(
         app.post(&format!("/invoices/{old_id}/pay"), &json!({}))
             .await,
