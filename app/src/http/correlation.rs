@@ -28,15 +28,19 @@ pub async fn layer(State(edge): State<EdgeState>, request: Request, next: Next) 
 
     let span = tracing::info_span!(
         "request",
-        otel.name = %method,
-        otel.kind = "server",
-        url.path = %path,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         %method,
         path = %path,
         correlation_id = %correlation_id,
         request_id = %request_id,
     );
-    // A caller's W3C trace context: this request's span continues the caller's trace.
+    // Only for the trace exporter (logs stay as they were without one): the span's name and
+    // kind, and the caller's W3C trace context, which this request's span continues.
+    if events::propagation::enabled() {
+        span.record("otel.name", method.as_str());
+        span.record("otel.kind", "server");
+    }
     events::propagation::continue_trace(
         &span,
         request
