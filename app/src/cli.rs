@@ -61,6 +61,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scheduled jobs: expression, time zone, next run, last run and its outcome.
+    Schedules {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Dead letters: inspect and replay.
     Dead {
         /// What to do with them.

@@ -175,6 +175,51 @@ pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keel schedules [--json]`
+///
+/// # Errors
+/// Fails when the database fails.
+pub async fn schedules(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let wired = connect(settings).await?;
+    let list = wired.runtime.schedule_statuses().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no schedules");
+        return Ok(());
+    }
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        )
+    };
+    println!(
+        "{:<32} {:<16} {:<14} {:<9} {:<20} {:<20} LAST OUTCOME",
+        "SCHEDULE", "CRON", "ZONE", "MISSED", "NEXT RUN (UTC)", "LAST RUN (UTC)"
+    );
+    for s in list {
+        let next = if s.paused {
+            "paused".to_owned()
+        } else {
+            at(s.next_run_at)
+        };
+        println!(
+            "{:<32} {:<16} {:<14} {:<9} {:<20} {:<20} {}",
+            s.name,
+            s.cron,
+            s.zone,
+            s.missed,
+            next,
+            at(s.last_run_at),
+            s.last_outcome.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
 /// `keel dead list|show|replay`
 ///
 /// # Errors

@@ -12,6 +12,10 @@ use runtime::RuntimeConfig;
 use runtime::policy::{DEFAULT_QUEUES, PolicyOverride, QueuePolicy};
 use serde::{Deserialize, Deserializer};
 
+mod sections;
+
+pub use sections::{BillingSection, ScheduleSection, TelemetrySection, TelemetrySettings};
+
 /// The default SQLite database, created with its folder on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:./var/keel.db";
 /// Where the API listens by default.
@@ -74,6 +78,15 @@ pub struct FileConfig {
     /// `[alerts]`
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// `[schedules.<name>]`
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleSection>,
+    /// `[billing]`
+    #[serde(default)]
+    pub billing: BillingSection,
+    /// `[telemetry]`
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
 }
 
 /// `[database]`
@@ -267,6 +280,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `KEEL_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Connections kept for HTTP requests on top of the jobs' (see [`Settings::fit_pool`]).
@@ -293,6 +308,12 @@ pub struct Settings {
     pub notifications: notifications::NotificationsConfig,
     /// Alerting.
     pub alerts: AlertSettings,
+    /// `[schedules.<name>]`: overrides and additions to the modules' schedules.
+    pub schedules: BTreeMap<String, runtime::schedule::ScheduleOverride>,
+    /// `[billing] overdue_after`.
+    pub overdue_after: Duration,
+    /// Span export over OTLP.
+    pub telemetry: TelemetrySettings,
 }
 
 /// Where and how alerts go.
@@ -534,6 +555,9 @@ impl Settings {
                 .min_interval
                 .map_or(Duration::from_secs(300), |d| d.0),
         };
+        let schedules = sections::schedules(file.schedules)?;
+        let overdue_after = sections::overdue_after(&file.billing)?;
+        let telemetry = sections::telemetry(file.telemetry, o.otlp_endpoint.clone())?;
         Ok(Self {
             database_url,
             max_connections: file.database.max_connections.unwrap_or(10).max(2),
@@ -544,6 +568,9 @@ impl Settings {
             runtime,
             notifications,
             alerts,
+            schedules,
+            overdue_after,
+            telemetry,
         })
     }
 }

@@ -25,14 +25,25 @@ use crate::config::{Overrides, Settings};
 /// # Errors
 /// Any failure, as one line for stderr.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    telemetry::init(telemetry::LogFormat::from_env(), std::io::stderr);
     let overrides = Overrides {
         config_path: cli.global.config.clone(),
         database_url: cli.global.database_url.clone(),
         listen: cli.global.listen.clone(),
         admin_token: std::env::var("KEEL_ADMIN_TOKEN").ok(),
+        otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
     };
     let settings = Settings::load(&overrides)?;
+    let telemetry = telemetry::init(
+        telemetry::LogFormat::from_env(),
+        std::io::stderr,
+        &settings.telemetry,
+    )?;
+    let result = dispatch(cli, settings).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_workers } => {
             let mode = if no_workers {
@@ -76,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => commands::trace(&settings, &correlation_id, json).await,
         Command::Queues { json } => commands::queues(&settings, json).await,
+        Command::Schedules { json } => commands::schedules(&settings, json).await,
         Command::Dead { command } => commands::dead(&settings, command).await,
     }
 }

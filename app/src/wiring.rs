@@ -77,6 +77,7 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
             outbox: rt.outbox(),
             clock: clock.clone(),
             records: record_directory.clone(),
+            overdue_after: settings.overdue_after,
         }),
         notifications::module(notifications::NotificationsDeps {
             db: db.clone(),
@@ -91,6 +92,8 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     ];
     let refs: Vec<&Module> = modules.iter().collect();
     rt.install(&refs).context("registering modules")?;
+    rt.configure_schedules(&refs, &settings.schedules)
+        .context("configuring schedules")?;
     Ok(Wired {
         runtime: rt,
         modules,

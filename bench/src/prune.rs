@@ -60,6 +60,7 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Value> {
         publishes: Vec::new(),
         listeners: Vec::new(),
         jobs: Vec::new(),
+        schedules: Vec::new(),
         routes: axum::Router::new(),
     };
     rt.migrate(&[&module]).await?;

@@ -178,6 +178,7 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
             ran: ran.clone(),
             started: started_tx,
         })],
+        schedules: Vec::new(),
         routes: axum::Router::new(),
     };
     let rt = replica(opts, fresh).await?;

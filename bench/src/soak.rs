@@ -234,6 +234,7 @@ async fn soak(
         publishes: vec![TICK],
         listeners: vec![Arc::new(OnTick(Arc::clone(&tally)))],
         jobs: vec![Arc::new(Noop(Arc::clone(&tally)))],
+        schedules: Vec::new(),
         routes: axum::Router::new(),
     };
     rt.migrate(&[&module]).await?;

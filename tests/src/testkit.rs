@@ -296,6 +296,7 @@ impl Kit {
                 typed::<Run, _>(Runner { kit: self.clone() }),
                 typed::<Limited, _>(Runner { kit: self.clone() }),
             ],
+            schedules: Vec::new(),
             routes: axum::Router::new(),
         }
     }

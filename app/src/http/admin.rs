@@ -1,4 +1,4 @@
-//! The admin API: queues, dead letters, replay and traces — the same answers as the CLI,
+//! The admin API: queues, schedules, dead letters, replay and traces — the same answers as the CLI,
 //! behind `Authorization: Bearer <admin_token>`. Without a configured token the routes are
 //! disabled (403), never open. [`ApiDoc`] describes the JSON routes for the OpenAPI document
 //! (the HTML dashboard is not part of it).
@@ -24,6 +24,7 @@ use super::EdgeState;
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(paths(
     queues,
+    schedules,
     dead_letters,
     dead_letter,
     purge,
@@ -38,6 +39,7 @@ pub struct ApiDoc;
 pub fn routes(state: EdgeState) -> Router {
     Router::new()
         .route("/admin/queues", get(queues))
+        .route("/admin/schedules", get(schedules))
         .route("/admin/dead-letters", get(dead_letters))
         .route("/admin/dead-letters/{id}", get(dead_letter).delete(purge))
         .route("/admin/dead-letter-groups", get(groups))
@@ -126,6 +128,29 @@ async fn queues(State(state): State<EdgeState>) -> Result<Json<Value>, ApiError>
         .await
         .map_err(runtime_error)?;
     Ok(Json(json!({ "queues": stats })))
+}
+
+/// Scheduled jobs: expression, zone, next run, last run and the last job's outcome.
+#[utoipa::path(
+    get,
+    path = "/admin/schedules",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`{\"schedules\": [...]}`, as `keel schedules --json`.", body = serde_json::Value),
+        (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
+        (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
+    )
+)]
+async fn schedules(State(state): State<EdgeState>) -> Result<Json<Value>, ApiError> {
+    let list = state
+        .runtime
+        .schedule_statuses()
+        .await
+        .map_err(runtime_error)?;
+    Ok(Json(json!({ "schedules": list })))
 }
 
 #[derive(Debug, Deserialize)]

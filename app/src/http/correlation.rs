@@ -28,10 +28,25 @@ pub async fn layer(State(edge): State<EdgeState>, request: Request, next: Next) 
 
     let span = tracing::info_span!(
         "request",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         %method,
         path = %path,
         correlation_id = %correlation_id,
         request_id = %request_id,
+    );
+    // Only for the trace exporter (logs stay as they were without one): the span's name and
+    // kind, and the caller's W3C trace context, which this request's span continues.
+    if events::propagation::enabled() {
+        span.record("otel.name", method.as_str());
+        span.record("otel.kind", "server");
+    }
+    events::propagation::continue_trace(
+        &span,
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
     );
     let trace = TraceContext {
         correlation_id: correlation_id.clone(),

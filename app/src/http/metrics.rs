@@ -17,6 +17,18 @@ use runtime::Runtime;
 
 use super::admin::runtime_error;
 
+/// The job states a schedule's last outcome is reported as.
+const SCHEDULE_OUTCOMES: [&str; 8] = [
+    "available",
+    "scheduled",
+    "reserved",
+    "running",
+    "retrying",
+    "completed",
+    "cancelled",
+    "dead",
+];
+
 /// Histogram buckets in seconds: from a fast claim to a slow webhook.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -76,7 +88,8 @@ pub async fn track(
 }
 
 /// Prometheus text exposition: job figures labelled `queue` and `job_type`, HTTP requests by
-/// route template and status, queue depth and live workers.
+/// route template and status, queue depth, live workers, and each schedule's next run,
+/// last run and last outcome.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -112,6 +125,27 @@ async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, Api
             .await
             .map_err(runtime_error)?;
     metrics::gauge!("keel_workers_alive").set(alive as f64);
+    let schedules = runtime.schedule_statuses().await.map_err(runtime_error)?;
+    for s in &schedules {
+        let seconds = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+        };
+        metrics::gauge!("keel_schedule_next_run_timestamp_seconds", "schedule" => s.name.clone())
+            .set(seconds(s.next_run_at));
+        metrics::gauge!("keel_schedule_last_run_timestamp_seconds", "schedule" => s.name.clone())
+            .set(seconds(s.last_run_at));
+        metrics::gauge!("keel_schedule_paused", "schedule" => s.name.clone()).set(if s.paused {
+            1.0
+        } else {
+            0.0
+        });
+        // One series per outcome, 1 for the last job's: a state that changed goes back to 0.
+        for outcome in SCHEDULE_OUTCOMES {
+            let current = s.last_outcome.as_deref() == Some(outcome);
+            metrics::gauge!("keel_schedule_last_outcome", "schedule" => s.name.clone(), "outcome" => outcome)
+                .set(if current { 1.0 } else { 0.0 });
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -235,6 +235,7 @@ mod tests {
                 DateTime::from_timestamp_millis(1_780_000_000_000).unwrap(),
             )),
             records: Arc::new(KnownRecords(vec![record_id])),
+            overdue_after: crate::DEFAULT_OVERDUE_AFTER,
         });
         Harness {
             outbox,
@@ -415,6 +416,7 @@ mod tests {
             outbox: outbox.clone(),
             clock: Arc::new(FixedClock(DateTime::from_timestamp_millis(0).unwrap())),
             records: Arc::new(KnownRecords(vec![record_id])),
+            overdue_after: crate::DEFAULT_OVERDUE_AFTER,
         });
         let (_, invoice) = call(
             &app,

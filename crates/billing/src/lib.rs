@@ -1,7 +1,10 @@
-//! The billing module: invoices for records, from issued (`open`) to `paid`.
+//! The billing module: invoices for records, from issued (`open`) to `paid` — or `overdue`
+//! in between, when open for longer than `[billing] overdue_after`.
 //!
 //! It owns the `billing_invoices` table and the `/invoices` routes, and publishes
-//! `invoice.issued` and `invoice.paid` in the same transaction as the change they describe.
+//! `invoice.issued`, `invoice.paid` and `invoice.overdue` in the same transaction as the
+//! change they describe. A daily schedule (`billing.mark_overdue_invoices`) marks overdue
+//! invoices.
 //! Other modules learn about invoices only through the [`invoice_directory`] query port.
 //!
 //! What it must never do: import the records crate or read `records_` tables (it asks the
@@ -11,16 +14,22 @@
 mod currencies;
 mod directory;
 mod http;
+mod jobs;
 mod migrations;
 mod model;
 mod store;
 
 use std::sync::Arc;
 
+use events::jobs::typed;
 use events::queries::{InvoiceDirectory, RecordDirectory};
-use events::{Clock, Db, Event, InvoiceIssued, InvoicePaid, Module, Outbox};
+use events::{
+    Clock, Db, Event, InvoiceIssued, InvoiceOverdue, InvoicePaid, Job, Missed, Module, Outbox,
+    Schedule,
+};
 
 pub use http::InvoiceError;
+pub use jobs::MarkOverdueInvoices;
 pub use model::{AmountCents, Currency, InvalidInvoice};
 
 /// What the billing module needs from the app.
@@ -34,7 +43,16 @@ pub struct BillingDeps {
     pub clock: Arc<dyn Clock>,
     /// How it checks that an invoice's record exists, without importing `records`.
     pub records: Arc<dyn RecordDirectory>,
+    /// How long an invoice stays open before it is overdue (`[billing] overdue_after`).
+    pub overdue_after: std::time::Duration,
 }
+
+/// `[billing] overdue_after`'s default: 30 days.
+pub const DEFAULT_OVERDUE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// The schedule that marks overdue invoices: daily at 03:00 UTC; after downtime, once.
+pub const OVERDUE_SCHEDULE: &str = "billing.mark_overdue_invoices";
 
 impl std::fmt::Debug for BillingDeps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,14 +70,29 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     <http::ApiDoc as utoipa::OpenApi>::openapi()
 }
 
-/// The billing module as the app wires it: routes and migrations; no listeners or jobs.
+/// The billing module as the app wires it: routes, migrations, and the daily job that marks
+/// overdue invoices; no listeners.
 pub fn module(deps: BillingDeps) -> Module {
+    let marker = jobs::OverdueMarker {
+        db: deps.db.clone(),
+        outbox: deps.outbox.clone(),
+        clock: deps.clock.clone(),
+        overdue_after: deps.overdue_after,
+    };
     Module {
         name: "billing",
         migrations: migrations::all(),
-        publishes: vec![InvoiceIssued::key(), InvoicePaid::key()],
+        publishes: vec![
+            InvoiceIssued::key(),
+            InvoicePaid::key(),
+            InvoiceOverdue::key(),
+        ],
         listeners: Vec::new(),
-        jobs: Vec::new(),
+        jobs: vec![typed::<MarkOverdueInvoices, _>(marker)],
+        schedules: vec![
+            Schedule::new(OVERDUE_SCHEDULE, "0 3 * * *", MarkOverdueInvoices::TYPE)
+                .when_missed(Missed::RunOnce),
+        ],
         routes: http::routes(deps),
     }
 }
@@ -102,15 +135,25 @@ pub(crate) mod tests {
             outbox: Arc::new(RecordingOutbox::default()),
             clock: Arc::new(FixedClock(Utc::now())),
             records: Arc::new(KnownRecords(Vec::new())),
+            overdue_after: DEFAULT_OVERDUE_AFTER,
         });
         assert_eq!(module.name, "billing");
         assert_eq!(
             module.publishes,
-            vec![InvoiceIssued::key(), InvoicePaid::key()]
+            vec![
+                InvoiceIssued::key(),
+                InvoicePaid::key(),
+                InvoiceOverdue::key()
+            ]
         );
-        assert!(module.listeners.is_empty() && module.jobs.is_empty());
+        assert!(module.listeners.is_empty());
+        let jobs: Vec<&str> = module.jobs.iter().map(|j| j.job_type()).collect();
+        assert_eq!(jobs, vec![MarkOverdueInvoices::TYPE]);
+        assert_eq!(module.schedules.len(), 1);
+        assert_eq!(module.schedules[0].job_type, MarkOverdueInvoices::TYPE);
+        assert_eq!(module.schedules[0].missed, Missed::RunOnce);
         let versions: Vec<i64> = module.migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![2026112611]);
+        assert_eq!(versions, vec![2026112611, 2026120331]);
     }
 
     #[test]

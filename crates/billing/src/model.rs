@@ -70,6 +70,8 @@ pub enum InvoiceStatus {
     Open,
     /// Paid; final.
     Paid,
+    /// Open for longer than `[billing] overdue_after`; can still be paid.
+    Overdue,
 }
 
 impl InvoiceStatus {
@@ -78,6 +80,7 @@ impl InvoiceStatus {
         match self {
             Self::Open => "open",
             Self::Paid => "paid",
+            Self::Overdue => "overdue",
         }
     }
 
@@ -86,6 +89,7 @@ impl InvoiceStatus {
         match text {
             "open" => Some(Self::Open),
             "paid" => Some(Self::Paid),
+            "overdue" => Some(Self::Overdue),
             _ => None,
         }
     }
@@ -255,7 +259,11 @@ mod tests {
 
     #[test]
     fn status_round_trips_through_storage() {
-        for status in [InvoiceStatus::Open, InvoiceStatus::Paid] {
+        for status in [
+            InvoiceStatus::Open,
+            InvoiceStatus::Paid,
+            InvoiceStatus::Overdue,
+        ] {
             assert_eq!(InvoiceStatus::from_stored(status.as_str()), Some(status));
         }
         assert_eq!(InvoiceStatus::from_stored("void"), None);

@@ -81,8 +81,8 @@ pub async fn find_invoice_in(conn: &mut DbConn, id: Uuid) -> Result<Option<Invoi
         .transpose()
 }
 
-/// Marks an open invoice paid and returns it; `None` when it is not open (already paid, or
-/// no such invoice). The condition on `status` makes two concurrent payments race to one
+/// Marks an open (or overdue) invoice paid and returns it; `None` when it is neither
+/// (already paid, or no such invoice). The condition on `status` makes two concurrent payments race to one
 /// winner: the loser's update matches no row.
 pub async fn mark_paid(
     conn: &mut DbConn,
@@ -91,18 +91,44 @@ pub async fn mark_paid(
 ) -> Result<Option<Invoice>, sqlx::Error> {
     let sql = format!(
         "UPDATE billing_invoices SET status = $2, paid_at = $3 \
-         WHERE id = $1 AND status = $4 RETURNING {COLUMNS}"
+         WHERE id = $1 AND status IN ($4, $5) RETURNING {COLUMNS}"
     );
     sqlx::query(AssertSqlSafe(sql))
         .bind(id.to_string())
         .bind(InvoiceStatus::Paid.as_str())
         .bind(at.timestamp_millis())
         .bind(InvoiceStatus::Open.as_str())
+        .bind(InvoiceStatus::Overdue.as_str())
         .fetch_optional(conn)
         .await?
         .as_ref()
         .map(invoice_from_row)
         .transpose()
+}
+
+/// Marks up to `limit` invoices still open and created before `created_before` overdue,
+/// oldest first, and returns their `(invoice_id, record_id)`. The repeated condition on
+/// `status` keeps two concurrent runs from marking (and announcing) one invoice twice.
+pub async fn mark_overdue(
+    conn: &mut DbConn,
+    created_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "UPDATE billing_invoices SET status = $1 \
+         WHERE status = $2 AND id IN (SELECT id FROM billing_invoices \
+             WHERE status = $2 AND created_at < $3 ORDER BY created_at LIMIT $4) \
+         RETURNING id, record_id",
+    )
+    .bind(InvoiceStatus::Overdue.as_str())
+    .bind(InvoiceStatus::Open.as_str())
+    .bind(created_before.timestamp_millis())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((uuid_column(row, "id")?, uuid_column(row, "record_id")?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -165,6 +191,29 @@ pub(crate) mod tests {
         tx.commit().await.unwrap();
         let stored = find_invoice(db.pool(), invoice.id).await.unwrap().unwrap();
         assert_eq!(stored, paid);
+    }
+
+    #[tokio::test]
+    async fn only_invoices_open_past_the_cutoff_become_overdue_once_and_can_still_be_paid() {
+        let db = test_db().await;
+        let old = open_invoice(1_000);
+        let recent = open_invoice(5_000);
+        let mut paid = open_invoice(500);
+        paid.status = InvoiceStatus::Paid;
+        let mut tx = db.begin().await.unwrap();
+        for invoice in [&old, &recent, &paid] {
+            insert_invoice(&mut tx, invoice).await.unwrap();
+        }
+        let cutoff = DateTime::from_timestamp_millis(2_000).unwrap();
+        let marked = mark_overdue(&mut tx, cutoff, 100).await.unwrap();
+        assert_eq!(marked, vec![(old.id, old.record_id)]);
+        assert!(mark_overdue(&mut tx, cutoff, 100).await.unwrap().is_empty());
+        let at = DateTime::from_timestamp_millis(3_000).unwrap();
+        let now_paid = mark_paid(&mut tx, old.id, at).await.unwrap().unwrap();
+        assert_eq!(now_paid.status, InvoiceStatus::Paid);
+        tx.commit().await.unwrap();
+        let recent = find_invoice(db.pool(), recent.id).await.unwrap().unwrap();
+        assert_eq!(recent.status, InvoiceStatus::Open);
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ pub fn registry() -> &'static Catalog {
             EventSchema::current::<InvoiceIssued>(),
             EventSchema::current::<InvoicePaid>(),
             EventSchema::current::<ImportCompleted>(),
+            EventSchema::current::<InvoiceOverdue>(),
         ])
     })
 }
@@ -124,6 +125,30 @@ impl CatalogEvent for ImportCompleted {
     fn example() -> Self {
         Self {
             import_id: EXAMPLE_IMPORT,
+        }
+    }
+}
+
+/// An open invoice passed its due date unpaid (billing's daily schedule marks it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceOverdue {
+    /// The invoice's id.
+    pub invoice_id: Uuid,
+    /// The record the invoice bills.
+    pub record_id: Uuid,
+}
+
+impl Event for InvoiceOverdue {
+    const NAME: &'static str = "invoice.overdue";
+    const VERSION: u32 = 1;
+}
+
+impl CatalogEvent for InvoiceOverdue {
+    fn example() -> Self {
+        Self {
+            invoice_id: EXAMPLE_INVOICE,
+            record_id: EXAMPLE_RECORD,
         }
     }
 }

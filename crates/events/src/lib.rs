@@ -7,10 +7,10 @@
 //!   past tense, carrying ids, never snapshots — with their versioned [`schema`]s, examples
 //!   and upcasters;
 //! - the [`context`] (correlation and causation ids) that follows a chain without being
-//!   threaded by hand;
+//!   threaded by hand, and the W3C trace context's [`propagation`] across stored jobs;
 //! - the ports: [`outbox`] (publish inside your own transaction), [`jobs`] (enqueue and run
 //!   background work), [`listeners`] (react to events), [`queries`] (ask another module for
-//!   what you need without importing it), [`clock`] (injected time);
+//!   what you need without importing it), [`clock`] (injected time), [`schedule`]s (periodic jobs a module declares);
 //! - the shape of a [`module`] as the app wires it, its [`migration`]s, the database handle
 //!   ([`db`]) and the HTTP error contract ([`http`]).
 //!
@@ -29,12 +29,14 @@ pub mod listeners;
 pub mod migration;
 pub mod module;
 pub mod outbox;
+pub mod propagation;
 pub mod queries;
+pub mod schedule;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use catalog::{ImportCompleted, InvoiceIssued, InvoicePaid, RecordCreated};
+pub use catalog::{ImportCompleted, InvoiceIssued, InvoiceOverdue, InvoicePaid, RecordCreated};
 pub use clock::{Clock, SystemClock};
 pub use context::{CorrelationId, TraceContext};
 pub use db::{Backend, Db, DbConn};
@@ -44,4 +46,5 @@ pub use listeners::{Dispatch, Listener, ListenerError};
 pub use migration::Migration;
 pub use module::Module;
 pub use outbox::{Outbox, PublishError};
+pub use schedule::{Missed, Schedule};
 pub use schema::{Catalog, CatalogEvent, EventSchema, Upcast, UpcastError};

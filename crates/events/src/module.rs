@@ -7,6 +7,7 @@ use crate::envelope::EventKey;
 use crate::jobs::JobHandler;
 use crate::listeners::Listener;
 use crate::migration::Migration;
+use crate::schedule::Schedule;
 
 /// Everything one bounded context hands to the app.
 pub struct Module {
@@ -20,6 +21,8 @@ pub struct Module {
     pub listeners: Vec<Arc<dyn Listener>>,
     /// The background work it runs.
     pub jobs: Vec<Arc<dyn JobHandler>>,
+    /// The periodic jobs it wants enqueued (a cron expression in a time zone, per tick).
+    pub schedules: Vec<Schedule>,
     /// Its HTTP routes, state already applied.
     pub routes: axum::Router,
 }
@@ -37,6 +40,14 @@ impl fmt::Debug for Module {
             .field(
                 "jobs",
                 &self.jobs.iter().map(|j| j.job_type()).collect::<Vec<_>>(),
+            )
+            .field(
+                "schedules",
+                &self
+                    .schedules
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }

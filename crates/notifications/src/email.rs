@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use events::jobs::{HandleJob, JobDetail};
 use events::queries::{InvoiceDirectory, InvoiceSummary, RecordDirectory};
-use events::{Clock, Event, InvoiceIssued, InvoicePaid, JobContext, JobError};
+use events::{Clock, Event, InvoiceIssued, InvoiceOverdue, InvoicePaid, JobContext, JobError};
 use lettre::message::Mailbox;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::jobs::SendInvoiceEmail;
 use crate::{NotificationsConfig, NotificationsError};
@@ -107,6 +108,7 @@ impl InvoiceEmailer {
 enum InvoiceNews {
     Issued,
     Paid,
+    Overdue,
 }
 
 impl InvoiceNews {
@@ -114,6 +116,7 @@ impl InvoiceNews {
         match name {
             InvoiceIssued::NAME => Some(Self::Issued),
             InvoicePaid::NAME => Some(Self::Paid),
+            InvoiceOverdue::NAME => Some(Self::Overdue),
             _ => None,
         }
     }
@@ -122,6 +125,15 @@ impl InvoiceNews {
         match self {
             Self::Issued => "issued",
             Self::Paid => "paid",
+            Self::Overdue => "overdue",
+        }
+    }
+
+    fn sentence(self) -> &'static str {
+        match self {
+            Self::Issued => "has been issued",
+            Self::Paid => "has been paid",
+            Self::Overdue => "is overdue",
         }
     }
 }
@@ -166,7 +178,20 @@ impl HandleJob<SendInvoiceEmail> for InvoiceEmailer {
         .map_err(|e| JobError::poison(format!("the email could not be built: {e}")))?;
 
         match &self.mailer {
-            Mailer::Smtp(transport) => match transport.send(message).await {
+            Mailer::Smtp(transport) => match transport
+                .send(message)
+                .instrument(if events::propagation::enabled() {
+                    tracing::info_span!(
+                        "smtp.send",
+                        otel.name = "SMTP send",
+                        otel.kind = "client",
+                        correlation_id = %ctx.trace.correlation_id,
+                    )
+                } else {
+                    tracing::Span::none()
+                })
+                .await
+            {
                 Ok(response) => {
                     let first = response.message().next().unwrap_or_default();
                     let reply = mask_emails_in(&format!("{} {first}", response.code()));
@@ -233,10 +258,13 @@ fn build_message(letter: &Letter<'_>) -> Result<Message, lettre::error::Error> {
     let closing = match letter.news {
         InvoiceNews::Issued => "",
         InvoiceNews::Paid => "\nThank you for your payment.\n",
+        InvoiceNews::Overdue => {
+            "\nIt is still unpaid; please pay it at your earliest convenience.\n"
+        }
     };
     let body = format!(
         "Hello,\n\n\
-         your invoice for \"{title}\" has been {verb}.\n\n\
+         your invoice for \"{title}\" {news}.\n\n\
          \x20 Invoice:  {id}\n\
          \x20 Record:   {title}\n\
          \x20 Amount:   {amount} {currency}\n\
@@ -245,6 +273,7 @@ fn build_message(letter: &Letter<'_>) -> Result<Message, lettre::error::Error> {
          -- \n\
          Sent by Keel. Reference: {correlation}\n",
         id = letter.invoice.invoice_id,
+        news = letter.news.sentence(),
         title = letter.title,
         status = letter.invoice.status,
         correlation = letter.correlation_id,

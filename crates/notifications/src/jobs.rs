@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use events::{Event, ImportCompleted, InvoiceIssued, InvoicePaid, Job, RecordCreated};
+use events::{
+    Event, ImportCompleted, InvoiceIssued, InvoiceOverdue, InvoicePaid, Job, RecordCreated,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -69,6 +71,8 @@ pub(crate) enum Subject {
     InvoiceIssued(InvoiceIssued),
     /// `invoice.paid`.
     InvoicePaid(InvoicePaid),
+    /// `invoice.overdue`.
+    InvoiceOverdue(InvoiceOverdue),
     /// `import.completed`.
     Import(ImportCompleted),
 }
@@ -95,6 +99,7 @@ impl Subject {
             RecordCreated::NAME => Self::Record(typed(version, payload)?),
             InvoiceIssued::NAME => Self::InvoiceIssued(typed(version, payload)?),
             InvoicePaid::NAME => Self::InvoicePaid(typed(version, payload)?),
+            InvoiceOverdue::NAME => Self::InvoiceOverdue(typed(version, payload)?),
             ImportCompleted::NAME => Self::Import(typed(version, payload)?),
             other => return Err(format!("{other:?} is not an event this module delivers")),
         })
@@ -108,6 +113,9 @@ impl Subject {
                 vec![("invoice_id", e.invoice_id), ("record_id", e.record_id)]
             }
             Self::InvoicePaid(e) => vec![("invoice_id", e.invoice_id), ("record_id", e.record_id)],
+            Self::InvoiceOverdue(e) => {
+                vec![("invoice_id", e.invoice_id), ("record_id", e.record_id)]
+            }
             Self::Import(e) => vec![("import_id", e.import_id)],
         };
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()

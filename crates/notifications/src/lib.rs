@@ -154,6 +154,7 @@ pub fn module(deps: NotificationsDeps) -> Result<Module, NotificationsError> {
             Arc::new(listeners::EmailInvoiceOwner::new(deps.jobs.clone())),
         ],
         jobs: vec![events::jobs::typed(deliverer), events::jobs::typed(emailer)],
+        schedules: Vec::new(),
         routes: http::routes(http::EndpointsState {
             db: deps.db.clone(),
             clock: deps.clock.clone(),

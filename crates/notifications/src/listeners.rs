@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{
-    DbConn, Dispatch, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued, InvoicePaid,
-    JobError, JobQueue, Listener, NewJob, RecordCreated,
+    DbConn, Dispatch, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued,
+    InvoiceOverdue, InvoicePaid, JobError, JobQueue, Listener, NewJob, RecordCreated,
 };
 
 use crate::jobs::{DeliverWebhook, SendInvoiceEmail, Subject};
@@ -41,6 +41,7 @@ impl Listener for DeliverWebhooks {
             InvoiceIssued::key(),
             InvoicePaid::key(),
             ImportCompleted::key(),
+            InvoiceOverdue::key(),
         ]
     }
 
@@ -95,7 +96,8 @@ impl Listener for DeliverWebhooks {
     }
 }
 
-/// Enqueues the email telling a record's owner that its invoice was issued or paid.
+/// Enqueues the email telling a record's owner that its invoice was issued, paid or is
+/// overdue.
 #[derive(Debug, Clone)]
 pub(crate) struct EmailInvoiceOwner {
     jobs: Arc<dyn JobQueue>,
@@ -114,7 +116,11 @@ impl Listener for EmailInvoiceOwner {
     }
 
     fn consumes(&self) -> Vec<EventKey> {
-        vec![InvoiceIssued::key(), InvoicePaid::key()]
+        vec![
+            InvoiceIssued::key(),
+            InvoicePaid::key(),
+            InvoiceOverdue::key(),
+        ]
     }
 
     fn dispatch(&self) -> Dispatch {
@@ -128,6 +134,7 @@ impl Listener for EmailInvoiceOwner {
             {
                 Subject::InvoiceIssued(e) => (e.invoice_id, e.record_id),
                 Subject::InvoicePaid(e) => (e.invoice_id, e.record_id),
+                Subject::InvoiceOverdue(e) => (e.invoice_id, e.record_id),
                 Subject::Record(_) | Subject::Import(_) => {
                     return Err(JobError::poison(format!(
                         "{} is not an invoice event",

@@ -18,6 +18,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::jobs::{DeliverWebhook, Subject};
@@ -105,7 +106,8 @@ impl Deliverer {
                 }
             }
             Subject::InvoiceIssued(events::InvoiceIssued { invoice_id, .. })
-            | Subject::InvoicePaid(events::InvoicePaid { invoice_id, .. }) => {
+            | Subject::InvoicePaid(events::InvoicePaid { invoice_id, .. })
+            | Subject::InvoiceOverdue(events::InvoiceOverdue { invoice_id, .. }) => {
                 if let Some(invoice) = self.ports.invoices.find_invoice(*invoice_id).await? {
                     data.insert("amount_cents".into(), json!(invoice.amount_cents));
                     data.insert("currency".into(), json!(invoice.currency));
@@ -166,11 +168,29 @@ impl HandleJob<DeliverWebhook> for Deliverer {
         let body = body(&job.event, job.occurred_at, data);
         let msg_id = format!("msg_{}", job.event_id);
         let timestamp = self.clock.now().timestamp();
+        let correlation_id = ctx.trace.correlation_id.as_str();
+        // The outbound call's own span: the receiver's trace continues from it.
+        let span = if events::propagation::enabled() {
+            tracing::info_span!(
+                "webhook.send",
+                otel.name = "POST webhook",
+                otel.kind = "client",
+                http.request.method = "POST",
+                server.address = url.host_str().unwrap_or(""),
+                correlation_id = %correlation_id,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let trace_parent = span
+            .in_scope(events::propagation::current_traceparent)
+            .unwrap_or_else(|| traceparent(correlation_id, span_id()));
         let headers = headers(
             &msg_id,
             timestamp,
             &sign(secret.key(), &msg_id, timestamp, &body),
-            ctx.trace.correlation_id.as_str(),
+            correlation_id,
+            &trace_parent,
         );
 
         let started = Instant::now();
@@ -180,6 +200,7 @@ impl HandleJob<DeliverWebhook> for Deliverer {
             .headers(headers)
             .body(body)
             .send()
+            .instrument(span)
             .await;
         let outcome = match sent {
             Ok(response) => {
@@ -242,7 +263,13 @@ fn body(event: &str, occurred_at: DateTime<Utc>, data: Map<String, Value>) -> Ve
 }
 
 /// The Standard Webhooks headers plus correlation and W3C trace context.
-fn headers(msg_id: &str, timestamp: i64, signature: &str, correlation_id: &str) -> HeaderMap {
+fn headers(
+    msg_id: &str,
+    timestamp: i64,
+    signature: &str,
+    correlation_id: &str,
+    traceparent: &str,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let mut put = |name: &'static str, value: &str| {
@@ -256,12 +283,13 @@ fn headers(msg_id: &str, timestamp: i64, signature: &str, correlation_id: &str) 
     put("webhook-timestamp", &timestamp.to_string());
     put("webhook-signature", signature);
     put("x-correlation-id", correlation_id);
-    put("traceparent", &traceparent(correlation_id, span_id()));
+    put("traceparent", traceparent);
     headers
 }
 
-/// `00-<trace id>-<span id>-01`: the trace id is the correlation id's UUID when it is one,
-/// else the first 16 bytes of its SHA-256, so a receiver's traces join Keel's.
+/// Without trace export, `00-<trace id>-<span id>-01`: the trace id is the correlation id's
+/// UUID when it is one, else the first 16 bytes of its SHA-256, so a receiver's traces join
+/// Keel's. With trace export the delivery span's own traceparent is sent instead.
 fn traceparent(correlation_id: &str, span_id: u64) -> String {
     let trace_id: [u8; 16] = match Uuid::parse_str(correlation_id) {
         Ok(uuid) if !uuid.is_nil() => *uuid.as_bytes(),

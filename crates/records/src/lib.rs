@@ -55,6 +55,7 @@ pub fn module(deps: RecordsDeps) -> Module {
         publishes: vec![RecordCreated::key(), ImportCompleted::key()],
         listeners: Vec::new(),
         jobs: vec![import_job],
+        schedules: Vec::new(),
         routes: http::routes(deps),
     }
 }

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod queue;
 pub mod registry;
 pub mod request_log;
+pub mod schedule;
 pub mod schema;
 pub mod storage;
 pub mod trace;
@@ -59,6 +60,7 @@ pub struct Runtime {
     queue: Arc<SqlJobQueue>,
     outbox: Arc<SqlOutbox>,
     alerts: Arc<dyn AlertSink>,
+    schedules: schedule::Schedules,
 }
 
 impl Runtime {
@@ -95,6 +97,7 @@ impl Runtime {
             queue,
             outbox,
             alerts,
+            schedules: schedule::Schedules::default(),
         }
     }
 
@@ -139,7 +142,54 @@ impl Runtime {
     /// [`RuntimeError::Wiring`] on duplicates or unconfigured queues.
     pub fn install(&self, modules: &[&Module]) -> Result<(), RuntimeError> {
         self.registry
-            .install(modules, &self.db, self.jobs(), &self.config)
+            .install(modules, &self.db, self.jobs(), &self.config)?;
+        self.configure_schedules(modules, &std::collections::BTreeMap::new())
+    }
+
+    /// Resolves the modules' schedules with `keel.toml`'s `[schedules.<name>]` overrides
+    /// and puts them in force (after [`Runtime::install`], which puts the modules' own in
+    /// force).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Wiring`] naming the key, as [`schedule::resolve`].
+    pub fn configure_schedules(
+        &self,
+        modules: &[&Module],
+        overrides: &std::collections::BTreeMap<String, schedule::ScheduleOverride>,
+    ) -> Result<(), RuntimeError> {
+        self.schedules
+            .set(schedule::resolve(modules, overrides, &self.registry)?);
+        Ok(())
+    }
+
+    /// The schedules in force.
+    pub fn schedules(&self) -> std::sync::Arc<Vec<schedule::ActiveSchedule>> {
+        self.schedules.current()
+    }
+
+    /// Runs one scheduler pass now on the runtime's pool, as the maintenance leader does each
+    /// round (tests drive ticks with it, and run it from several runtimes at once).
+    ///
+    /// # Errors
+    /// Fails when the database does.
+    pub async fn fire_schedules_now(&self) -> Result<(), sqlx::Error> {
+        worker::scheduler::run(worker::scheduler::Pass {
+            db: &self.db,
+            time: &self.time,
+            queue: &self.queue,
+            wakers: &self.wakers,
+            schedules: &self.schedules,
+            grace: worker::scheduler::grace(&self.config),
+        })
+        .await
+    }
+
+    /// Every schedule's next and last run, read on the database's clock.
+    ///
+    /// # Errors
+    /// Fails when the database does.
+    pub async fn schedule_statuses(&self) -> Result<Vec<schedule::ScheduleStatus>, RuntimeError> {
+        Ok(schedule::statuses(&self.db, &self.time, &self.schedules.current()).await?)
     }
 
     /// Applies the runtime's and the modules' migrations.
@@ -211,6 +261,8 @@ impl Runtime {
             wakers: self.wakers.clone(),
             alerts: self.alerts.clone(),
             worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+            queue: self.queue.clone(),
+            schedules: self.schedules.clone(),
         });
         let (listen_stop, listen_rx) = watch::channel(false);
         let listener = (self.db.backend() == Backend::Postgres).then(|| {

@@ -16,6 +16,7 @@ use events::{
 };
 use serde_json::json;
 use sqlx::Row;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::placeholders::value_rows;
@@ -69,6 +70,32 @@ impl Outbox for SqlOutbox {
         events: Vec<(EventKey, serde_json::Value)>,
     ) -> Result<Vec<EventEnvelope>, PublishError> {
         let trace = TraceContext::current_or_new();
+        // The span the events' queued deliveries continue (their stored traceparent); only
+        // when traces are exported.
+        let span = match events.first() {
+            Some((key, _)) if events::propagation::enabled() => tracing::info_span!(
+                "publish",
+                otel.name = %format!("publish {}", key.name),
+                event = key.name,
+                events = events.len(),
+                correlation_id = %trace.correlation_id,
+            ),
+            _ => tracing::Span::none(),
+        };
+        self.publish_batch(conn, events, trace)
+            .instrument(span)
+            .await
+    }
+}
+
+impl SqlOutbox {
+    /// [`Outbox::publish_json_many`] inside its span.
+    async fn publish_batch(
+        &self,
+        conn: &mut DbConn,
+        events: Vec<(EventKey, serde_json::Value)>,
+        trace: TraceContext,
+    ) -> Result<Vec<EventEnvelope>, PublishError> {
         let occurred_at = self.clock.now();
         let envelopes: Vec<EventEnvelope> = events
             .into_iter()
@@ -201,17 +228,31 @@ async fn run_inline<'e>(
     {
         return Ok(batch.to_vec());
     }
+    let span = if events::propagation::enabled() {
+        tracing::info_span!(
+            "listener",
+            otel.name = %listener.name(),
+            events = upcast.len(),
+            correlation_id = %trace.correlation_id,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let outcome = if let [only] = upcast.as_slice() {
         // One event: under its own trace context, as a queued delivery would run it.
         let single = TraceContext {
             correlation_id: trace.correlation_id.clone(),
             causation_id: Some(only.id),
         };
-        single.scope(listener.handle(&mut *conn, only)).await
+        single
+            .scope(listener.handle(&mut *conn, only))
+            .instrument(span)
+            .await
     } else {
         let batch_trace = trace.clone();
         batch_trace
             .scope(listener.handle_many(&mut *conn, &upcast))
+            .instrument(span)
             .await
     };
     match outcome {

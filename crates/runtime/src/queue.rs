@@ -93,7 +93,7 @@ impl SqlJobQueue {
         jobs: &[(NewJob, Option<Uuid>)],
         correlation_id: &CorrelationId,
     ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
-        const COLUMNS: usize = 11;
+        const COLUMNS: usize = 12;
         let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
         // "Now" is the database's: a job for now is available to every replica at once,
         // whatever this process's clock says; one for later waits on the database's clock.
@@ -103,7 +103,7 @@ impl SqlJobQueue {
                 format!(
                     "({id}, {queue}, {job_type}, {payload}, \
                      CASE WHEN {run_at} > NOW_MS THEN 'scheduled' ELSE 'available' END, \
-                     {priority}, COALESCE({run_at}, NOW_MS), {max}, {unique}, {key}, {corr}, {cause}, NOW_MS)",
+                     {priority}, COALESCE({run_at}, NOW_MS), {max}, {unique}, {key}, {corr}, {cause}, NOW_MS, {tp})",
                     id = p(0),
                     queue = p(1),
                     job_type = p(2),
@@ -115,18 +115,23 @@ impl SqlJobQueue {
                     key = p(8),
                     corr = p(9),
                     cause = p(10),
+                    tp = p(11),
                 )
             })
             .collect::<Vec<_>>()
             .join(", ");
         let sql = self.time.sql(&format!(
             "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
-             max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at) \
+             max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at, \
+             traceparent) \
              VALUES {values} \
              ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
              RETURNING id"
         ));
         let correlation = correlation_id.as_str();
+        // The enqueuing span, so the job's attempts continue its trace (`None` unless the
+        // app exports traces).
+        let traceparent = events::propagation::current_traceparent();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.time.fixed());
         for ((job, cause), id) in jobs.iter().zip(&ids) {
             let policy = self.config.policy_for(&job.queue, &job.job_type);
@@ -146,7 +151,8 @@ impl SqlJobQueue {
                 .bind(job.unique_key.clone())
                 .bind(idempotency_key)
                 .bind(correlation.to_owned())
-                .bind(cause.map(|c| c.to_string()));
+                .bind(cause.map(|c| c.to_string()))
+                .bind(traceparent.clone());
         }
         let inserted: std::collections::HashSet<String> = query
             .fetch_all(&mut *conn)

@@ -157,7 +157,29 @@ CREATE TABLE keel_idempotency (
         "runtime: count how often a dying worker held a job with no start recorded",
         "ALTER TABLE keel_jobs ADD COLUMN held_at_crash INTEGER NOT NULL DEFAULT 0;",
     ),
+    Migration::portable(
+        2026120330,
+        "runtime: scheduled jobs' next and last tick",
+        SCHEDULES,
+    ),
+    Migration::portable(
+        2026120332,
+        "runtime: the W3C trace context a job continues",
+        "ALTER TABLE keel_jobs ADD COLUMN traceparent TEXT;",
+    ),
 ];
+
+/// One row per schedule (never more): the next tick on the database's clock, what it was
+/// computed from, and the last tick a job was enqueued for.
+const SCHEDULES: &str = r#"
+CREATE TABLE keel_schedules (
+    name        TEXT PRIMARY KEY,
+    expression  TEXT NOT NULL,
+    next_run_at BIGINT,
+    last_run_at BIGINT,
+    last_job_id TEXT
+);
+"#;
 
 /// A job claimed ahead is `reserved` (no attempt spent) until a task starts it; only then
 /// is it `running`. `crashes` counts the runs that took their worker down (poison after

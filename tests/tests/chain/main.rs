@@ -13,6 +13,7 @@ mod emails;
 mod errors;
 mod health;
 mod imports;
+mod overdue;
 mod ssrf;
 mod trace;
 mod webhooks;

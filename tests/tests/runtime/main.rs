@@ -17,6 +17,7 @@ mod outbox;
 mod processes;
 mod retention;
 mod retries;
+mod schedules;
 mod shutdown;
 mod stats;
 mod trace_ids;

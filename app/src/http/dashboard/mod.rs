@@ -1,5 +1,5 @@
 //! The admin dashboard: server-rendered HTML pages under `/admin` for the people on call —
-//! queue depths and throughput, dead-letter groups with replay, one job's attempts with
+//! queue depths and throughput, scheduled jobs, dead-letter groups with replay, one job's attempts with
 //! replay and purge, and the trace tree of a correlation id.
 //!
 //! Every page needs the admin token: either a session started at `/admin/login` (a random
@@ -9,6 +9,7 @@
 //! session's CSRF token. No JavaScript: links and forms do everything.
 
 mod pages;
+mod schedules;
 mod session;
 
 use std::collections::HashSet;
@@ -60,6 +61,7 @@ pub fn routes(state: EdgeState) -> Router {
         .route("/admin/jobs/{id}/replay", post(replay_job))
         .route("/admin/jobs/{id}/purge", post(purge_job))
         .route("/admin/trace", get(trace))
+        .route("/admin/scheduled", get(schedule_list))
         .route("/admin/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(
             dashboard.clone(),
@@ -295,6 +297,24 @@ async fn overview(State(d): State<Dashboard>, Extension(viewer): Extension<Viewe
                 &throughput,
                 alive,
                 now,
+            ),
+        ),
+        Err(e) => failure(e),
+    }
+}
+
+async fn schedule_list(
+    State(d): State<Dashboard>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
+    let rt = &d.edge.runtime;
+    match rt.schedule_statuses().await {
+        Ok(list) => html(
+            StatusCode::OK,
+            schedules::page(
+                &page(&viewer, "Schedules", pages::Section::Schedules),
+                &list,
+                rt.clock().now(),
             ),
         ),
         Err(e) => failure(e),

@@ -49,6 +49,8 @@ pub struct ClaimedJob {
     pub run_at: i64,
     /// When this attempt started (ms, database clock); 0 while only reserved.
     pub started_at: i64,
+    /// The W3C trace context of the span that enqueued it (when traces are exported).
+    pub traceparent: Option<String>,
     /// Runs of this job that took their worker down so far.
     pub crashes: u32,
     /// Times a worker that stopped heartbeating held this job with no start recorded.
@@ -111,7 +113,7 @@ pub struct ClaimCursor {
 /// The columns a claim and a rescue read back.
 pub const JOB_COLUMNS: &str = "id, queue, job_type, payload, attempt, max_attempts, \
      idempotency_key, correlation_id, causation_id, enqueued_at, run_at, started_at, crashes, \
-     held_at_crash";
+     held_at_crash, traceparent";
 
 /// Claims up to `limit` ready jobs of `queue` for `worker`, in queue order after `after`
 /// (PostgreSQL; SQLite keeps no dead index entries, so it always starts at the head); the
@@ -235,6 +237,7 @@ pub fn decode(row: &AnyRow) -> Result<ClaimedJob, sqlx::Error> {
         idempotency_key: row.try_get("idempotency_key")?,
         correlation_id: row.try_get("correlation_id")?,
         causation_id: row.try_get("causation_id")?,
+        traceparent: row.try_get("traceparent")?,
         enqueued_at: row.try_get("enqueued_at")?,
         run_at: row.try_get("run_at")?,
         started_at: started_at.unwrap_or_default(),

@@ -79,6 +79,7 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
     let policy = shared.config.policy_for(&job.queue, &job.job_type);
     let span = tracing::info_span!(
         "job",
+        otel.name = tracing::field::Empty,
         job_id = %job.id,
         queue = %job.queue,
         job_type = %job.job_type,
@@ -86,6 +87,10 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
         correlation_id = %job.correlation_id,
         causation_id = job.causation_id.as_deref().unwrap_or(""),
     );
+    if events::propagation::enabled() {
+        span.record("otel.name", job.job_type.as_str());
+        events::propagation::continue_trace(&span, job.traceparent.as_deref());
+    }
     let began = Instant::now();
     let result = run(&shared, &job, policy.timeout)
         .instrument(span.clone())

@@ -1,5 +1,5 @@
 //! The maintenance leader: one process at a time rescues jobs of silent workers, retires
-//! them, watches queue age and prunes — on a task of its own, so none of it can delay a
+//! them, watches queue age, fires scheduled jobs and prunes — on a task of its own, so none of it can delay a
 //! heartbeat.
 //!
 //! Leadership is a lease row (`keel_leases`) taken and renewed at the start of every round,
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Shared, prune, rescue};
+use super::{Shared, prune, rescue, scheduler};
 use crate::alerts::Alert;
 
 /// The lease maintenance runs under.
@@ -61,6 +61,7 @@ pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
         step("rescue", timeout, rescue::rescue(shared)).await,
         step("retire", timeout, rescue::retire_silent_workers(shared)).await,
         step("queue_age", timeout, watch_queue_age(shared)).await,
+        step("schedules", timeout, scheduler::fire_due(shared)).await,
         step(
             "prune",
             timeout + prune_budget(shared),

@@ -20,6 +20,7 @@ pub mod heartbeat;
 pub mod leader;
 pub mod prune;
 pub mod rescue;
+pub mod scheduler;
 pub mod starter;
 pub mod writer;
 
@@ -90,6 +91,10 @@ pub struct Shared {
     pub worker_id: String,
     /// Whether this process may claim and start jobs (self-fencing).
     pub liveness: Liveness,
+    /// The job queue (the scheduler enqueues through it).
+    pub queue: Arc<crate::queue::SqlJobQueue>,
+    /// The schedules in force.
+    pub schedules: crate::schedule::Schedules,
 }
 
 /// A running set of queue loops; [`WorkerPool::shutdown`] stops them gracefully.
