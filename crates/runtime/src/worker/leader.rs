@@ -61,6 +61,7 @@ pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
         step("rescue", timeout, rescue::rescue(shared)).await,
         step("retire", timeout, rescue::retire_silent_workers(shared)).await,
         step("queue_age", timeout, watch_queue_age(shared)).await,
+        step("backfill", timeout, feed_backfills(shared)).await.map(drop),
         step(
             "prune",
             timeout + prune_budget(shared),
@@ -141,6 +142,22 @@ pub async fn resign(shared: &Shared) -> Result<(), sqlx::Error> {
         .execute(shared.beat.pool())
         .await?;
     Ok(())
+}
+
+/// Feeds the listeners' backfills (`crate::replay`): only the leader does, so each is fed by
+/// one process at a time.
+async fn feed_backfills(shared: &Shared) -> Result<u64, sqlx::Error> {
+    let queue = crate::queue::SqlJobQueue::new(
+        shared.time.clone(),
+        shared.config.clone(),
+        shared.wakers.clone(),
+    );
+    crate::replay::feed_backfills(&shared.control, &shared.time, &queue, &shared.registry)
+        .await
+        .map_err(|e| match e {
+            crate::replay::ReplayError::Runtime(crate::RuntimeError::Database(e)) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })
 }
 
 /// Raises `queue_stale` for each queue whose oldest ready job has waited too long.

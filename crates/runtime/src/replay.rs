@@ -1,0 +1,611 @@
+//! Replays and backfills: a window of past events fed again to one listener.
+//!
+//! `keel events replay` and a listener's declared start point (`Listener::backfill_from`,
+//! `[listeners.<name>] backfill_from`) are the same thing underneath: a row in
+//! `keel_replays` naming a listener and a window of the log — every event after
+//! `checkpoint` up to `to_position` (the last position stored when the replay began) whose
+//! name the listener consumes and whose `occurred_at` lies in `[since, until]`. A feeder
+//! walks that window in log order and enqueues one delivery per event — an ordinary
+//! `listener:<name>` job on the `events` queue, so it gets retries, dead letters and the
+//! inbox like any delivery (an event the listener already processed is skipped unless the
+//! replay is forced), and upcasting like any delivery.
+//!
+//! **Durable.** The deliveries of a batch and the checkpoint advance commit together, and
+//! each delivery is unique per (event, replay): a feeder that dies resumes at the checkpoint
+//! without losing or doubling a delivery, and two feeders of one replay cannot both advance
+//! it (the checkpoint moves only from the value the feeder read).
+//!
+//! **Rate.** Deliveries are spaced `1/rate` apart by their `run_at`, on the database's
+//! clock, so the cap holds however many workers run; a feeder enqueues only a few seconds
+//! ahead ([`LOOKAHEAD`]), so a replay of millions of events never floods the queue.
+//!
+//! **Progress.** Each delivery counts itself in the row (`delivered`, `skipped`, `failed`)
+//! in its own transaction; `finished_at` is set by whichever write completes the count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use events::{Db, DbConn, NewJob, TraceContext};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::db_time::DbTime;
+use crate::error::RuntimeError;
+use crate::queue::SqlJobQueue;
+use crate::registry::{EVENTS_QUEUE, Registry, listener_job_type};
+
+/// A replay started by an operator (`keel events replay`).
+pub const KIND_REPLAY: &str = "replay";
+/// A listener's declared start point in the past, fed at start-up.
+pub const KIND_BACKFILL: &str = "backfill";
+/// How far ahead of the database's clock a feeder schedules deliveries.
+pub const LOOKAHEAD: Duration = Duration::from_secs(5);
+/// Deliveries one feeding transaction enqueues at most.
+const BATCH: i64 = 200;
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// The listener's name (`notifications.on_event_deliver_webhooks`).
+    pub listener: String,
+    /// Events that occurred at or after.
+    pub since: DateTime<Utc>,
+    /// Events that occurred at or before; `None`: up to the newest when it began.
+    pub until: Option<DateTime<Utc>>,
+    /// Deliveries per second, at most.
+    pub rate: u32,
+    /// Run the listener even for events its inbox says it processed.
+    pub force: bool,
+}
+
+/// Why a replay cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// No wired listener has this name.
+    #[error("no listener is named `{0}` (known: {1})")]
+    UnknownListener(String, String),
+    /// The rate is zero.
+    #[error("the rate must be at least 1 delivery a second")]
+    ZeroRate,
+    /// `until` comes before `since`.
+    #[error("--until comes before --since")]
+    EmptyWindow,
+    /// The database failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<sqlx::Error> for ReplayError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Runtime(RuntimeError::Database(e))
+    }
+}
+
+/// What a replay would do, before it does it (`--dry-run`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayPlan {
+    /// The listener.
+    pub listener: String,
+    /// Events in the window that the listener consumes.
+    pub events: i64,
+    /// Of those, the ones its inbox says it processed (skipped unless forced).
+    pub already_processed: i64,
+    /// The window in the log: after this position …
+    pub after_position: i64,
+    /// … up to this one.
+    pub to_position: i64,
+}
+
+/// One replay or backfill and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayProgress {
+    /// Its id.
+    pub id: String,
+    /// `replay` or `backfill`.
+    pub kind: String,
+    /// The listener fed.
+    pub listener: String,
+    /// The window's start.
+    pub since: Option<DateTime<Utc>>,
+    /// The window's end, when one was given.
+    pub until: Option<DateTime<Utc>>,
+    /// Whether already processed events run again.
+    pub forced: bool,
+    /// Deliveries per second, at most.
+    pub rate: i64,
+    /// `feeding` (deliveries still to enqueue), `fed`, or `cancelled`.
+    pub state: String,
+    /// The last position fed.
+    pub checkpoint: i64,
+    /// The last position of the window.
+    pub to_position: i64,
+    /// Events in the window the listener consumes (counted when it began).
+    pub total: i64,
+    /// Deliveries enqueued so far.
+    pub enqueued: i64,
+    /// Deliveries that ran the listener.
+    pub delivered: i64,
+    /// Deliveries skipped: the listener had processed the event already.
+    pub skipped: i64,
+    /// Deliveries dead-lettered.
+    pub failed: i64,
+    /// Whether every delivery has ended.
+    pub finished: bool,
+    /// Whether this call picked up a replay that had begun before (same listener, window
+    /// and force) instead of starting one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+}
+
+/// The event names a listener consumes, or why it cannot be replayed to.
+fn consumed_names(registry: &Registry, listener: &str) -> Result<Vec<String>, ReplayError> {
+    let Some(l) = registry.listener(listener) else {
+        return Err(ReplayError::UnknownListener(
+            listener.to_owned(),
+            registry.listener_names().join(", "),
+        ));
+    };
+    let mut names: Vec<String> = l.consumes().iter().map(|k| k.name.to_owned()).collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn check(request: &ReplayRequest) -> Result<(), ReplayError> {
+    if request.rate == 0 {
+        return Err(ReplayError::ZeroRate);
+    }
+    if request.until.is_some_and(|u| u < request.since) {
+        return Err(ReplayError::EmptyWindow);
+    }
+    Ok(())
+}
+
+/// `name IN ($k, $k+1, …)` for `names`, numbering from `first`.
+fn names_in(names: &[String], first: usize) -> String {
+    let list = (0..names.len().max(1))
+        .map(|i| format!("${}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("name IN ({list})")
+}
+
+fn bind_names<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    names: &[String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    if names.is_empty() {
+        // Matches no event name: a listener that consumes nothing has nothing to replay.
+        return query.bind(String::new());
+    }
+    for n in names {
+        query = query.bind(n.clone());
+    }
+    query
+}
+
+/// Counts what a replay of `request` would deliver, without writing anything.
+///
+/// # Errors
+/// An unknown listener, a bad window, or the database.
+pub async fn plan(
+    db: &Db,
+    registry: &Registry,
+    request: &ReplayRequest,
+) -> Result<ReplayPlan, ReplayError> {
+    check(request)?;
+    let names = consumed_names(registry, &request.listener)?;
+    let (after, to) = window(db, request).await?;
+    let sql = format!(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM keel_inbox i \
+         WHERE i.handler = $1 AND i.key = e.id) THEN 1 ELSE 0 END), 0) AS processed \
+         FROM keel_events e WHERE e.position > $2 AND e.position <= $3 AND e.occurred_at >= $4 \
+         AND ($5 IS NULL OR e.occurred_at <= $5) AND e.{}",
+        names_in(&names, 6)
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(request.listener.clone())
+        .bind(after)
+        .bind(to)
+        .bind(request.since.timestamp_millis())
+        .bind(request.until.map(|u| u.timestamp_millis()));
+    let row = bind_names(query, &names).fetch_one(db.pool()).await?;
+    Ok(ReplayPlan {
+        listener: request.listener.clone(),
+        events: count(&row, "n")?,
+        already_processed: count(&row, "processed")?,
+        after_position: after,
+        to_position: to,
+    })
+}
+
+/// The log positions of `request`'s window: after the last event before `since`, up to the
+/// newest event at or before `until` (or the newest stored now).
+async fn window(db: &Db, request: &ReplayRequest) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT MIN(position) FROM keel_events WHERE occurred_at >= $1) AS first, \
+         (SELECT MAX(position) FROM keel_events WHERE $2 IS NULL OR occurred_at <= $2) AS last",
+    )
+    .bind(request.since.timestamp_millis())
+    .bind(request.until.map(|u| u.timestamp_millis()))
+    .fetch_one(db.pool())
+    .await?;
+    let first: Option<i64> = row.try_get("first")?;
+    let last: Option<i64> = row.try_get("last")?;
+    Ok(match (first, last) {
+        (Some(first), Some(last)) if last >= first => (first - 1, last),
+        _ => (0, 0),
+    })
+}
+
+/// Starts a replay of `request` — or resumes the one that began with the same listener,
+/// window and force and is still feeding.
+///
+/// # Errors
+/// An unknown listener, a bad window, or the database.
+pub async fn start(
+    db: &Db,
+    time: &DbTime,
+    registry: &Registry,
+    request: &ReplayRequest,
+) -> Result<ReplayProgress, ReplayError> {
+    let plan = plan(db, registry, request).await?;
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM keel_replays WHERE kind = $1 AND listener = $2 AND since_ms = $3 \
+         AND (until_ms = $4 OR (until_ms IS NULL AND $4 IS NULL)) AND forced = $5 \
+         AND state = 'feeding' ORDER BY created_at LIMIT 1",
+    )
+    .bind(KIND_REPLAY)
+    .bind(request.listener.clone())
+    .bind(request.since.timestamp_millis())
+    .bind(request.until.map(|u| u.timestamp_millis()))
+    .bind(i32::from(request.force))
+    .fetch_optional(db.pool())
+    .await?;
+    if let Some(id) = existing {
+        let mut progress = progress(db, &id).await?;
+        progress.resumed = true;
+        return Ok(progress);
+    }
+    let id = Uuid::now_v7().to_string();
+    insert(db, time, &id, KIND_REPLAY, request, &plan).await?;
+    Ok(progress(db, &id).await?)
+}
+
+async fn insert(
+    db: &Db,
+    time: &DbTime,
+    id: &str,
+    kind: &str,
+    request: &ReplayRequest,
+    plan: &ReplayPlan,
+) -> Result<u64, sqlx::Error> {
+    let state = if plan.events == 0 { "fed" } else { "feeding" };
+    let sql = time.sql(
+        "INSERT INTO keel_replays (id, kind, listener, since_ms, until_ms, forced, rate, \
+         to_position, checkpoint, next_run_at, total, state, created_at, finished_at) \
+         VALUES ($2, $3, $4, $5, $6, $7, $8, $9, $10, NOW_MS, $11, $12, NOW_MS, \
+         CASE WHEN $12 = 'fed' THEN NOW_MS END) \
+         ON CONFLICT (listener, since_ms) WHERE kind = 'backfill' DO NOTHING",
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(id.to_owned())
+        .bind(kind.to_owned())
+        .bind(request.listener.clone())
+        .bind(request.since.timestamp_millis())
+        .bind(request.until.map(|u| u.timestamp_millis()))
+        .bind(i32::from(request.force))
+        .bind(i64::from(request.rate))
+        .bind(plan.to_position)
+        .bind(plan.after_position)
+        .bind(plan.events)
+        .bind(state)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
+}
+
+/// Records a listener's declared start point once, whatever the number of replicas starting
+/// at the same time (one backfill per listener and start point). Returns whether this call
+/// created it.
+///
+/// # Errors
+/// An unknown listener or the database.
+pub async fn declare_backfill(
+    db: &Db,
+    time: &DbTime,
+    registry: &Registry,
+    listener: &str,
+    since: DateTime<Utc>,
+    rate: u32,
+) -> Result<bool, ReplayError> {
+    let request = ReplayRequest {
+        listener: listener.to_owned(),
+        since,
+        until: None,
+        rate,
+        force: false,
+    };
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM keel_replays WHERE kind = 'backfill' AND listener = $1 AND since_ms = $2",
+    )
+    .bind(listener.to_owned())
+    .bind(since.timestamp_millis())
+    .fetch_optional(db.pool())
+    .await?;
+    if exists.is_some() {
+        return Ok(false);
+    }
+    let plan = plan(db, registry, &request).await?;
+    let id = Uuid::now_v7().to_string();
+    Ok(insert(db, time, &id, KIND_BACKFILL, &request, &plan).await? == 1)
+}
+
+/// What one feeding step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Enqueued this many deliveries; more remain.
+    More(u64),
+    /// Deliveries are scheduled [`LOOKAHEAD`] ahead already: come back later.
+    Ahead,
+    /// Every delivery is enqueued (or the replay is no longer feeding).
+    Done,
+}
+
+/// Enqueues the next batch of `id`'s deliveries, spaced by its rate, and advances its
+/// checkpoint in the same transaction.
+///
+/// # Errors
+/// Fails when the database does; nothing of the batch is then written.
+pub async fn feed(
+    db: &Db,
+    time: &DbTime,
+    queue: &SqlJobQueue,
+    registry: &Registry,
+    id: &str,
+) -> Result<Fed, ReplayError> {
+    let p = progress(db, id).await?;
+    if p.state != "feeding" {
+        return Ok(Fed::Done);
+    }
+    let now = time.read(db).await?;
+    let row = sqlx::query("SELECT next_run_at FROM keel_replays WHERE id = $1")
+        .bind(id.to_owned())
+        .fetch_one(db.pool())
+        .await?;
+    let next_run_at: i64 = row.try_get("next_run_at")?;
+    let lookahead = i64::try_from(LOOKAHEAD.as_millis()).unwrap_or(i64::MAX);
+    if next_run_at > now + lookahead {
+        return Ok(Fed::Ahead);
+    }
+    let names = consumed_names(registry, &p.listener)?;
+    let rate = p.rate.max(1);
+    // As many as fit in the lookahead at this rate, at least one.
+    let room = ((now + lookahead - next_run_at.max(now)) * rate / 1000).clamp(1, BATCH);
+    // `$1`–`$5` are the window and the batch size; the names follow from `$6`.
+    let sql = format!(
+        "SELECT id, position, correlation_id FROM keel_events WHERE position > $1 \
+         AND position <= $2 AND occurred_at >= $3 AND ($4 IS NULL OR occurred_at <= $4) \
+         AND {} ORDER BY position LIMIT $5",
+        names_in(&names, 6)
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(p.checkpoint)
+        .bind(p.to_position)
+        .bind(p.since.map_or(0, |s| s.timestamp_millis()))
+        .bind(p.until.map(|u| u.timestamp_millis()))
+        .bind(room);
+    let rows = bind_names(query, &names).fetch_all(db.pool()).await?;
+    let last_of_window = i64::try_from(rows.len()).unwrap_or(i64::MAX) < room;
+    let mut tx = db.begin().await?;
+    let mut run_at = next_run_at.max(now);
+    let step = (1000 / rate).max(0);
+    let mut checkpoint = p.checkpoint;
+    let mut enqueued = 0u64;
+    for row in &rows {
+        let event_id: String = row.try_get("id")?;
+        let position: i64 = row.try_get("position")?;
+        let correlation: String = row.try_get("correlation_id")?;
+        let trace = TraceContext {
+            correlation_id: events::context::CorrelationId::parse(&correlation)
+                .unwrap_or_else(events::context::CorrelationId::new),
+            causation_id: Uuid::parse_str(&event_id).ok(),
+        };
+        let job = NewJob {
+            queue: EVENTS_QUEUE.to_owned(),
+            job_type: listener_job_type(&p.listener),
+            payload: json!({ "event_id": event_id, "replay": id, "force": p.forced }),
+            unique_key: Some(format!("{event_id}:{id}")),
+            priority: 0,
+            run_at: DateTime::from_timestamp_millis(run_at),
+            max_attempts: None,
+        };
+        if queue.insert(&mut tx, job, &trace).await?.is_some() {
+            enqueued += 1;
+        }
+        checkpoint = position;
+        run_at += step;
+    }
+    if last_of_window {
+        checkpoint = p.to_position;
+    }
+    let sql = time.sql(
+        "UPDATE keel_replays SET checkpoint = $2, next_run_at = $3, enqueued = enqueued + $4, \
+         state = CASE WHEN $2 >= to_position THEN 'fed' ELSE state END, \
+         finished_at = CASE WHEN $2 >= to_position AND delivered + skipped + failed >= enqueued + $4 \
+         THEN NOW_MS ELSE finished_at END \
+         WHERE id = $5 AND checkpoint = $6 AND state = 'feeding'",
+    );
+    let moved = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(checkpoint)
+        .bind(run_at)
+        .bind(i64::try_from(enqueued).unwrap_or(i64::MAX))
+        .bind(id.to_owned())
+        .bind(p.checkpoint)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if moved == 0 {
+        // Another feeder advanced it first: this batch was theirs.
+        tx.rollback().await?;
+        return Ok(Fed::More(0));
+    }
+    tx.commit().await?;
+    Ok(if checkpoint >= p.to_position {
+        Fed::Done
+    } else {
+        Fed::More(enqueued)
+    })
+}
+
+/// Counts one delivery of a replay in the delivery's own transaction.
+///
+/// # Errors
+/// Fails when the database does (the delivery is then retried).
+pub async fn count_delivery(
+    conn: &mut DbConn,
+    time: &DbTime,
+    id: &str,
+    outcome: Outcome,
+) -> Result<(), sqlx::Error> {
+    let column = match outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Skipped => "skipped",
+        Outcome::Failed => "failed",
+    };
+    let sql = time.sql(&format!(
+        "UPDATE keel_replays SET {column} = {column} + 1, finished_at = CASE \
+         WHEN state = 'fed' AND delivered + skipped + failed + 1 >= enqueued THEN NOW_MS \
+         ELSE finished_at END WHERE id = $2"
+    ));
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .bind(id.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// How one delivery of a replay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The listener ran.
+    Delivered,
+    /// The inbox said it had processed the event already.
+    Skipped,
+    /// Dead-lettered.
+    Failed,
+}
+
+const PROGRESS_COLUMNS: &str = "id, kind, listener, since_ms, until_ms, forced, rate, state, \
+     checkpoint, to_position, total, enqueued, delivered, skipped, failed, finished_at";
+
+/// One replay's progress.
+///
+/// # Errors
+/// [`RuntimeError::NotFound`] for an unknown id.
+pub async fn progress(db: &Db, id: &str) -> Result<ReplayProgress, RuntimeError> {
+    let sql = format!("SELECT {PROGRESS_COLUMNS} FROM keel_replays WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_owned())
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| RuntimeError::NotFound(format!("no replay has id {id}")))?;
+    read(&row)
+}
+
+/// Replays and backfills still feeding or with deliveries still running, oldest first —
+/// what `keel queues` shows.
+///
+/// # Errors
+/// Fails when the database does.
+pub async fn active(db: &Db) -> Result<Vec<ReplayProgress>, RuntimeError> {
+    let sql = format!(
+        "SELECT {PROGRESS_COLUMNS} FROM keel_replays WHERE finished_at IS NULL \
+         AND state IN ('feeding', 'fed') ORDER BY created_at, id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(read).collect()
+}
+
+/// Feeds every backfill still feeding, each until it is [`LOOKAHEAD`] ahead — the leader's
+/// step, so exactly one process feeds them. Returns the deliveries enqueued.
+///
+/// # Errors
+/// The first failure; the other backfills were still fed.
+pub async fn feed_backfills(
+    db: &Db,
+    time: &DbTime,
+    queue: &SqlJobQueue,
+    registry: &Arc<Registry>,
+) -> Result<u64, ReplayError> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM keel_replays WHERE state = 'feeding' AND kind = 'backfill' ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut total = 0;
+    let mut first_error = None;
+    for id in ids {
+        loop {
+            match feed(db, time, queue, registry, &id).await {
+                Ok(Fed::More(n)) => total += n,
+                Ok(Fed::Ahead | Fed::Done) => break,
+                Err(e) => {
+                    tracing::warn!(backfill = %id, error = %e, "feeding a backfill failed");
+                    first_error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+    }
+    first_error.map_or(Ok(total), Err)
+}
+
+fn count(row: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
+    // SUM is NUMERIC on PostgreSQL and INTEGER on SQLite; COUNT is BIGINT on both.
+    row.try_get::<i64, _>(col)
+        .or_else(|_| row.try_get::<f64, _>(col).map(|v| v as i64))
+        .or_else(|_| {
+            row.try_get::<String, _>(col)
+                .map(|v| v.parse::<f64>().unwrap_or(0.0) as i64)
+        })
+}
+
+fn read(row: &sqlx::any::AnyRow) -> Result<ReplayProgress, RuntimeError> {
+    let at = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+    let forced: i32 = row.try_get("forced")?;
+    let enqueued: i64 = row.try_get("enqueued")?;
+    let delivered: i64 = row.try_get("delivered")?;
+    let skipped: i64 = row.try_get("skipped")?;
+    let failed: i64 = row.try_get("failed")?;
+    let state: String = row.try_get("state")?;
+    let finished_at: Option<i64> = row.try_get("finished_at")?;
+    Ok(ReplayProgress {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        listener: row.try_get("listener")?,
+        since: at(row.try_get("since_ms")?),
+        until: at(row.try_get("until_ms")?),
+        forced: forced != 0,
+        rate: row.try_get("rate")?,
+        finished: finished_at.is_some()
+            || (state == "fed" && delivered + skipped + failed >= enqueued),
+        state,
+        checkpoint: row.try_get("checkpoint")?,
+        to_position: row.try_get("to_position")?,
+        total: row.try_get("total")?,
+        enqueued,
+        delivered,
+        skipped,
+        failed,
+        resumed: false,
+    })
+}
