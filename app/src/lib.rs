@@ -10,6 +10,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contracts;
+pub mod event_commands;
+pub mod events_config;
 pub mod http;
 pub mod telemetry;
 pub mod wiring;
@@ -77,5 +79,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::trace(&settings, &correlation_id, json).await,
         Command::Queues { json } => commands::queues(&settings, json).await,
         Command::Dead { command } => commands::dead(&settings, command).await,
+        Command::Events { command } => event_commands::run(&settings, command).await,
     }
 }

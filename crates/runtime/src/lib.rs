@@ -230,6 +230,14 @@ impl Runtime {
         })
     }
 
+    /// Enqueues the next batch of a replay's deliveries (see [`replay::feed`]).
+    ///
+    /// # Errors
+    /// Fails when the database does; nothing of the batch is then written.
+    pub async fn feed_replay(&self, id: &str) -> Result<replay::Fed, replay::ReplayError> {
+        replay::feed(&self.db, &self.time, &self.queue, &self.registry, id).await
+    }
+
     /// Records every listener's start point in the past (configuration first, then
     /// `Listener::backfill_from`) as a backfill, once across replicas; the maintenance leader
     /// feeds them (`replay::feed_backfills`).

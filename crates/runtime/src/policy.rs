@@ -100,8 +100,9 @@ pub struct RuntimeConfig {
     pub stale_queue_after: Duration,
     /// Stored events (and the inbox entries that say a listener processed them) are kept
     /// this long (`[events] retention`), apart from the jobs' retention: the log is what
-    /// replays and backfills read, so it usually outlives finished jobs.
-    pub event_retention: Duration,
+    /// replays and backfills read, so it may well outlive finished jobs. `None`: as long as
+    /// finished jobs (`retention`), as before the log had a retention of its own.
+    pub event_retention: Option<Duration>,
     /// Start points in the past set in configuration (`[listeners.<name>] backfill_from`);
     /// they take precedence over the listener's own `Listener::backfill_from`.
     pub backfills: BTreeMap<String, DateTime<Utc>>,
@@ -125,7 +126,7 @@ impl Default for RuntimeConfig {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             stale_queue_after: Duration::from_secs(600),
-            event_retention: Duration::from_secs(7 * 24 * 3600),
+            event_retention: None,
             backfills: BTreeMap::new(),
             backfill_rate: 50,
         }
@@ -133,6 +134,11 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// How long stored events are kept: `[events] retention`, else the jobs' retention.
+    pub fn event_retention(&self) -> Duration {
+        self.event_retention.unwrap_or(self.retention)
+    }
+
     /// The effective policy for a job type on a queue.
     pub fn policy_for(&self, queue: &str, job_type: &str) -> QueuePolicy {
         let mut policy = self.queues.get(queue).cloned().unwrap_or_default();

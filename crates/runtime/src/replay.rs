@@ -569,6 +569,29 @@ pub async fn feed_backfills(
     first_error.map_or(Ok(total), Err)
 }
 
+/// Queue statistics as JSON, with the unfinished replays and backfills under the `events`
+/// queue (whose deliveries they are) as `replays` — what `keel queues --json` and
+/// `/admin/queues` show.
+///
+/// # Errors
+/// Only if a statistic does not serialize.
+pub fn with_replays(
+    stats: &[crate::admin::QueueStats],
+    replays: &[ReplayProgress],
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut value = serde_json::to_value(stats)?;
+    if let Some(queues) = value.as_array_mut() {
+        for q in queues {
+            if q.get("queue").and_then(serde_json::Value::as_str) == Some(EVENTS_QUEUE)
+                && let Some(obj) = q.as_object_mut()
+            {
+                obj.insert("replays".to_owned(), serde_json::to_value(replays)?);
+            }
+        }
+    }
+    Ok(value)
+}
+
 fn count(row: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
     // SUM is NUMERIC on PostgreSQL and INTEGER on SQLite; COUNT is BIGINT on both.
     row.try_get::<i64, _>(col)

@@ -5,4 +5,5 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod cli;
+mod replay;
 mod story;

@@ -61,7 +61,9 @@ pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
         step("rescue", timeout, rescue::rescue(shared)).await,
         step("retire", timeout, rescue::retire_silent_workers(shared)).await,
         step("queue_age", timeout, watch_queue_age(shared)).await,
-        step("backfill", timeout, feed_backfills(shared)).await.map(drop),
+        step("backfill", timeout, feed_backfills(shared))
+            .await
+            .map(drop),
         step(
             "prune",
             timeout + prune_budget(shared),

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | finished jobs (`completed`, `cancelled`) and their attempts | `[workers] retention` |
 //! | dead letters and their attempts | `[workers] dead_letter_retention` |
-//! | events no job names as cause any more and no feeding replay still needs | `[events] retention` |
+//! | events no job names as cause any more and no feeding replay still needs | `[events] retention` (default: `[workers] retention`) |
 //! | inbox entries | the longer of `[workers] retention` and `[events] retention` |
 //! | recorded requests | `[workers] retention` |
 //! | finished replays and backfills | `[workers] retention` |
@@ -147,7 +147,7 @@ async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64,
                  (SELECT 1 FROM keel_jobs j WHERE j.causation_id = e.id) AND NOT EXISTS \
                  (SELECT 1 FROM keel_replays r WHERE r.state = 'feeding' \
                  AND e.position > r.checkpoint AND e.position <= r.to_position) LIMIT $3)",
-                millis(shared.config.event_retention),
+                millis(shared.config.event_retention()),
                 batch,
             )
             .await
@@ -158,7 +158,7 @@ async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64,
                 shared,
                 "DELETE FROM keel_inbox WHERE (handler, key) IN (SELECT handler, key \
                  FROM keel_inbox WHERE processed_at < NOW_MS - $2 LIMIT $3)",
-                retention.max(millis(shared.config.event_retention)),
+                retention.max(millis(shared.config.event_retention())),
                 batch,
             )
             .await
