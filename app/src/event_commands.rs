@@ -244,7 +244,7 @@ async fn follow(rt: &runtime::Runtime, id: &str, no_wait: bool, json: bool) -> a
             .with_context(|| format!("feeding replay {id} (run the same command to resume)"))?
         {
             Fed::More(_) => {}
-            Fed::Ahead => tokio::time::sleep(Duration::from_millis(200)).await,
+            Fed::Ahead | Fed::Settling => tokio::time::sleep(Duration::from_millis(200)).await,
             Fed::Done => break,
         }
         if last_report.elapsed() >= Duration::from_secs(1) {

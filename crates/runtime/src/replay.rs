@@ -15,6 +15,14 @@
 //! without losing or doubling a delivery, and two feeders of one replay cannot both advance
 //! it (the checkpoint moves only from the value the feeder read).
 //!
+//! **Complete windows on PostgreSQL.** Positions come from a sequence at insert, so with
+//! concurrent writers a transaction holding position 10 may commit after one holding 11. A
+//! replay therefore records, after reading its window, the transaction horizon
+//! (`pg_snapshot_xmax`), and feeds nothing until every transaction older than that has
+//! ended (`pg_snapshot_xmin` past it): by then every event inside the window is committed
+//! or never will be, so walking it by position misses none. SQLite has one writer; its
+//! positions are commit order already.
+//!
 //! **Rate.** Deliveries are spaced `1/rate` apart by their `run_at`, on the database's
 //! clock, so the cap holds however many workers run; a feeder enqueues only a few seconds
 //! ahead ([`LOOKAHEAD`]), so a replay of millions of events never floods the queue.
@@ -26,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use events::{Db, DbConn, NewJob, TraceContext};
+use events::{Backend, Db, DbConn, NewJob, TraceContext};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
@@ -284,11 +292,20 @@ async fn insert(
     plan: &ReplayPlan,
 ) -> Result<u64, sqlx::Error> {
     let state = if plan.events == 0 { "fed" } else { "feeding" };
+    // Read after the window, in a statement of its own: see "Complete windows" above.
+    let horizon: Option<i64> = match db.backend() {
+        Backend::Postgres => Some(
+            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+                .fetch_one(db.pool())
+                .await?,
+        ),
+        Backend::Sqlite => None,
+    };
     let sql = time.sql(
         "INSERT INTO keel_replays (id, kind, listener, since_ms, until_ms, forced, rate, \
-         to_position, checkpoint, next_run_at, total, state, created_at, finished_at) \
+         to_position, checkpoint, next_run_at, total, state, created_at, finished_at, horizon) \
          VALUES ($2, $3, $4, $5, $6, $7, $8, $9, $10, NOW_MS, $11, $12, NOW_MS, \
-         CASE WHEN $12 = 'fed' THEN NOW_MS END) \
+         CASE WHEN $12 = 'fed' THEN NOW_MS END, $13) \
          ON CONFLICT (listener, since_ms) WHERE kind = 'backfill' DO NOTHING",
     );
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -304,6 +321,7 @@ async fn insert(
         .bind(plan.after_position)
         .bind(plan.events)
         .bind(state)
+        .bind(horizon)
         .execute(db.pool())
         .await?
         .rows_affected())
@@ -352,6 +370,9 @@ pub enum Fed {
     More(u64),
     /// Deliveries are scheduled [`LOOKAHEAD`] ahead already: come back later.
     Ahead,
+    /// Transactions that were in flight when the replay began have not all ended yet
+    /// (PostgreSQL): an event inside the window may still commit. Come back later.
+    Settling,
     /// Every delivery is enqueued (or the replay is no longer feeding).
     Done,
 }
@@ -373,11 +394,21 @@ pub async fn feed(
         return Ok(Fed::Done);
     }
     let now = time.read(db).await?;
-    let row = sqlx::query("SELECT next_run_at FROM keel_replays WHERE id = $1")
+    let row = sqlx::query("SELECT next_run_at, horizon FROM keel_replays WHERE id = $1")
         .bind(id.to_owned())
         .fetch_one(db.pool())
         .await?;
     let next_run_at: i64 = row.try_get("next_run_at")?;
+    let horizon: Option<i64> = row.try_get("horizon")?;
+    if let Some(horizon) = horizon {
+        let oldest_in_flight: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(db.pool())
+                .await?;
+        if oldest_in_flight < horizon {
+            return Ok(Fed::Settling);
+        }
+    }
     let lookahead = i64::try_from(LOOKAHEAD.as_millis()).unwrap_or(i64::MAX);
     if next_run_at > now + lookahead {
         return Ok(Fed::Ahead);
@@ -557,7 +588,7 @@ pub async fn feed_backfills(
         loop {
             match feed(db, time, queue, registry, &id).await {
                 Ok(Fed::More(n)) => total += n,
-                Ok(Fed::Ahead | Fed::Done) => break,
+                Ok(Fed::Ahead | Fed::Settling | Fed::Done) => break,
                 Err(e) => {
                     tracing::warn!(backfill = %id, error = %e, "feeding a backfill failed");
                     first_error.get_or_insert(e);

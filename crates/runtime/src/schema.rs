@@ -203,7 +203,8 @@ CREATE UNIQUE INDEX keel_events_position ON keel_events (position);
 "#;
 
 /// A replay (`keel events replay`) or a backfill (`Listener::backfill_from`): a window of
-/// the log (`after_position`, `to_position`] fed to one listener, with the last position
+/// the log (`after_position`, `to_position`] fed to one listener (on PostgreSQL not before
+/// every transaction in flight when it began has ended: `horizon`), with the last position
 /// fed as its checkpoint — a feeder that dies resumes from there, and pruning keeps every
 /// event a feeding replay still needs. One backfill per listener and start point, whatever
 /// the number of replicas.
@@ -217,6 +218,7 @@ CREATE TABLE keel_replays (
     forced       INTEGER NOT NULL DEFAULT 0,
     rate         BIGINT NOT NULL,
     to_position  BIGINT NOT NULL,
+    horizon      BIGINT,
     checkpoint   BIGINT NOT NULL,
     next_run_at  BIGINT NOT NULL,
     total        BIGINT NOT NULL,

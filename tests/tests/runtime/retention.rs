@@ -178,12 +178,35 @@ async fn events_a_feeding_replay_still_needs_outlive_their_retention(db: TestDb)
     })
     .await;
     assert_eq!((done.enqueued, done.delivered, done.skipped), (2, 2, 0));
+    tests::eventually(
+        tests::harness::WAIT,
+        "the replayed jobs to complete",
+        || async {
+            let open = rt
+            .count(
+                "SELECT COUNT(*) FROM keel_jobs WHERE queue = 'events' AND state <> 'completed'",
+                &[],
+            )
+            .await;
+            (open == 0).then_some(())
+        },
+    )
+    .await;
 
     // Fed and finished, it holds nothing back any more.
     rt.advance(Duration::from_secs(3 * 3600));
     workers.maintain_now().await.unwrap();
     workers.maintain_now().await.unwrap();
     assert_eq!(rt.count("SELECT COUNT(*) FROM keel_events", &[]).await, 0);
-    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_replays", &[]).await, 0);
+    let left: Vec<(String, Option<i64>, i64, i64)> =
+        sqlx::query_as("SELECT state, finished_at, enqueued, delivered FROM keel_replays")
+            .fetch_all(rt.db.pool())
+            .await
+            .unwrap();
+    assert!(
+        left.is_empty(),
+        "finished replays are pruned: {left:?} now {}",
+        rt.now_ms()
+    );
     workers.shutdown().await;
 }
