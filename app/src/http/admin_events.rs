@@ -37,18 +37,17 @@ struct EventsQuery {
 }
 
 fn time(key: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    raw.filter(|r| !r.is_empty())
-        .map(|r| {
-            DateTime::parse_from_rfc3339(r)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "invalid_query",
-                        format!("`{key}` must be an RFC 3339 time, got {r:?}"),
-                    )
-                })
-        })
-        .transpose()
+    raw.map(|r| {
+        DateTime::parse_from_rfc3339(r)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::invalid(
+                    "invalid_query",
+                    format!("`{key}` must be an RFC 3339 time, got {r:?}"),
+                )
+            })
+    })
+    .transpose()
 }
 
 /// Stored events, newest first, a page at a time.
