@@ -76,6 +76,8 @@ fn invalid(key: &str, message: &str) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use crate::config::{Overrides, Settings};
 
     #[test]

@@ -459,7 +459,7 @@ fn the_cli_checks_the_workspace_it_runs_in_not_the_one_it_was_compiled_in() {
     }
     assert_eq!(
         xtask::workspace::root_from(&ws.root.join("crates/billing"))
-            .map(|r| r.canonicalize().unwrap()),
-        Some(ws.root.canonicalize().unwrap())
+            .map(|r| r.canonicalize().expect("the found root exists")),
+        Some(ws.root.canonicalize().expect("the fixture exists"))
     );
 }

@@ -11,6 +11,7 @@
 //! the listener enqueues its own jobs (`webhooks`, `emails`, …) → workers run those with
 //! retries on the queue's [`policy`], dead-lettering after the last attempt.
 
+pub mod activity;
 pub mod admin;
 pub mod alerts;
 pub mod db_time;

@@ -442,8 +442,7 @@ pub async fn feed(
         let position: i64 = row.try_get("position")?;
         let correlation: String = row.try_get("correlation_id")?;
         let trace = TraceContext {
-            correlation_id: events::context::CorrelationId::parse(&correlation)
-                .unwrap_or_else(events::context::CorrelationId::new),
+            correlation_id: events::context::CorrelationId::parse(&correlation).unwrap_or_default(),
             causation_id: Uuid::parse_str(&event_id).ok(),
         };
         let job = NewJob {

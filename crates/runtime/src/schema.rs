@@ -168,6 +168,12 @@ CREATE TABLE keel_idempotency (
         "runtime: replays and backfills of past events to one listener",
         REPLAYS,
     ),
+    Migration::portable(
+        2026120322,
+        "runtime: index failed attempts by finish time (the dashboard's last hour)",
+        "CREATE INDEX keel_job_attempts_failed ON keel_job_attempts (finished_at) \
+         WHERE outcome IN ('failed', 'dead', 'lost');",
+    ),
 ];
 
 /// SQLite has one writer, so a counter row bumped by a trigger in the inserting
