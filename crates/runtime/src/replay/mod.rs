@@ -30,20 +30,23 @@
 //! **Progress.** Each delivery counts itself in the row (`delivered`, `skipped`, `failed`)
 //! in its own transaction; `finished_at` is set by whichever write completes the count.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use events::{Backend, Db, DbConn, NewJob, TraceContext};
+use events::{Backend, Db};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::db_time::DbTime;
 use crate::error::RuntimeError;
-use crate::queue::SqlJobQueue;
-use crate::registry::{EVENTS_QUEUE, Registry, listener_job_type};
+use crate::registry::Registry;
+
+mod feed;
+mod progress;
+
+pub use feed::{Fed, feed, feed_backfills};
+pub use progress::{Outcome, ReplayProgress, active, count_delivery, progress, with_replays};
 
 /// A replay started by an operator (`keel events replay`).
 pub const KIND_REPLAY: &str = "replay";
@@ -107,49 +110,11 @@ pub struct ReplayPlan {
     pub to_position: i64,
 }
 
-/// One replay or backfill and how far it got.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReplayProgress {
-    /// Its id.
-    pub id: String,
-    /// `replay` or `backfill`.
-    pub kind: String,
-    /// The listener fed.
-    pub listener: String,
-    /// The window's start.
-    pub since: Option<DateTime<Utc>>,
-    /// The window's end, when one was given.
-    pub until: Option<DateTime<Utc>>,
-    /// Whether already processed events run again.
-    pub forced: bool,
-    /// Deliveries per second, at most.
-    pub rate: i64,
-    /// `feeding` (deliveries still to enqueue), `fed`, or `cancelled`.
-    pub state: String,
-    /// The last position fed.
-    pub checkpoint: i64,
-    /// The last position of the window.
-    pub to_position: i64,
-    /// Events in the window the listener consumes (counted when it began).
-    pub total: i64,
-    /// Deliveries enqueued so far.
-    pub enqueued: i64,
-    /// Deliveries that ran the listener.
-    pub delivered: i64,
-    /// Deliveries skipped: the listener had processed the event already.
-    pub skipped: i64,
-    /// Deliveries dead-lettered.
-    pub failed: i64,
-    /// Whether every delivery has ended.
-    pub finished: bool,
-    /// Whether this call picked up a replay that had begun before (same listener, window
-    /// and force) instead of starting one.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub resumed: bool,
-}
-
 /// The event names a listener consumes, or why it cannot be replayed to.
-fn consumed_names(registry: &Registry, listener: &str) -> Result<Vec<String>, ReplayError> {
+pub(crate) fn consumed_names(
+    registry: &Registry,
+    listener: &str,
+) -> Result<Vec<String>, ReplayError> {
     let Some(l) = registry.listener(listener) else {
         return Err(ReplayError::UnknownListener(
             listener.to_owned(),
@@ -173,7 +138,7 @@ fn check(request: &ReplayRequest) -> Result<(), ReplayError> {
 }
 
 /// `name IN ($k, $k+1, …)` for `names`, numbering from `first`.
-fn names_in(names: &[String], first: usize) -> String {
+pub(crate) fn names_in(names: &[String], first: usize) -> String {
     let list = (0..names.len().max(1))
         .map(|i| format!("${}", first + i))
         .collect::<Vec<_>>()
@@ -181,7 +146,7 @@ fn names_in(names: &[String], first: usize) -> String {
     format!("name IN ({list})")
 }
 
-fn bind_names<'q>(
+pub(crate) fn bind_names<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     names: &[String],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
@@ -363,265 +328,6 @@ pub async fn declare_backfill(
     Ok(insert(db, time, &id, KIND_BACKFILL, &request, &plan).await? == 1)
 }
 
-/// What one feeding step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fed {
-    /// Enqueued this many deliveries; more remain.
-    More(u64),
-    /// Deliveries are scheduled [`LOOKAHEAD`] ahead already: come back later.
-    Ahead,
-    /// Transactions that were in flight when the replay began have not all ended yet
-    /// (PostgreSQL): an event inside the window may still commit. Come back later.
-    Settling,
-    /// Every delivery is enqueued (or the replay is no longer feeding).
-    Done,
-}
-
-/// Enqueues the next batch of `id`'s deliveries, spaced by its rate, and advances its
-/// checkpoint in the same transaction.
-///
-/// # Errors
-/// Fails when the database does; nothing of the batch is then written.
-pub async fn feed(
-    db: &Db,
-    time: &DbTime,
-    queue: &SqlJobQueue,
-    registry: &Registry,
-    id: &str,
-) -> Result<Fed, ReplayError> {
-    let p = progress(db, id).await?;
-    if p.state != "feeding" {
-        return Ok(Fed::Done);
-    }
-    let now = time.read(db).await?;
-    let row = sqlx::query("SELECT next_run_at, horizon FROM keel_replays WHERE id = $1")
-        .bind(id.to_owned())
-        .fetch_one(db.pool())
-        .await?;
-    let next_run_at: i64 = row.try_get("next_run_at")?;
-    let horizon: Option<i64> = row.try_get("horizon")?;
-    if let Some(horizon) = horizon {
-        let oldest_in_flight: i64 =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                .fetch_one(db.pool())
-                .await?;
-        if oldest_in_flight < horizon {
-            return Ok(Fed::Settling);
-        }
-    }
-    let lookahead = i64::try_from(LOOKAHEAD.as_millis()).unwrap_or(i64::MAX);
-    if next_run_at > now + lookahead {
-        return Ok(Fed::Ahead);
-    }
-    let names = consumed_names(registry, &p.listener)?;
-    let rate = p.rate.max(1);
-    // As many as fit in the lookahead at this rate, at least one.
-    let room = ((now + lookahead - next_run_at.max(now)) * rate / 1000).clamp(1, BATCH);
-    // `$1`–`$5` are the window and the batch size; the names follow from `$6`.
-    let sql = format!(
-        "SELECT id, position, correlation_id FROM keel_events WHERE position > $1 \
-         AND position <= $2 AND occurred_at >= $3 AND ($4 IS NULL OR occurred_at <= $4) \
-         AND {} ORDER BY position LIMIT $5",
-        names_in(&names, 6)
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(p.checkpoint)
-        .bind(p.to_position)
-        .bind(p.since.map_or(0, |s| s.timestamp_millis()))
-        .bind(p.until.map(|u| u.timestamp_millis()))
-        .bind(room);
-    let rows = bind_names(query, &names).fetch_all(db.pool()).await?;
-    let last_of_window = i64::try_from(rows.len()).unwrap_or(i64::MAX) < room;
-    let mut tx = db.begin().await?;
-    let mut run_at = next_run_at.max(now);
-    let step = (1000 / rate).max(0);
-    let mut checkpoint = p.checkpoint;
-    let mut enqueued = 0u64;
-    for row in &rows {
-        let event_id: String = row.try_get("id")?;
-        let position: i64 = row.try_get("position")?;
-        let correlation: String = row.try_get("correlation_id")?;
-        let trace = TraceContext {
-            correlation_id: events::context::CorrelationId::parse(&correlation).unwrap_or_default(),
-            causation_id: Uuid::parse_str(&event_id).ok(),
-        };
-        let job = NewJob {
-            queue: EVENTS_QUEUE.to_owned(),
-            job_type: listener_job_type(&p.listener),
-            payload: json!({ "event_id": event_id, "replay": id, "force": p.forced }),
-            unique_key: Some(format!("{event_id}:{id}")),
-            priority: 0,
-            run_at: DateTime::from_timestamp_millis(run_at),
-            max_attempts: None,
-        };
-        if queue.insert(&mut tx, job, &trace).await?.is_some() {
-            enqueued += 1;
-        }
-        checkpoint = position;
-        run_at += step;
-    }
-    if last_of_window {
-        checkpoint = p.to_position;
-    }
-    let sql = time.sql(
-        "UPDATE keel_replays SET checkpoint = $2, next_run_at = $3, enqueued = enqueued + $4, \
-         state = CASE WHEN $2 >= to_position THEN 'fed' ELSE state END, \
-         finished_at = CASE WHEN $2 >= to_position AND delivered + skipped + failed >= enqueued + $4 \
-         THEN NOW_MS ELSE finished_at END \
-         WHERE id = $5 AND checkpoint = $6 AND state = 'feeding'",
-    );
-    let moved = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(time.fixed())
-        .bind(checkpoint)
-        .bind(run_at)
-        .bind(i64::try_from(enqueued).unwrap_or(i64::MAX))
-        .bind(id.to_owned())
-        .bind(p.checkpoint)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if moved == 0 {
-        // Another feeder advanced it first: this batch was theirs.
-        tx.rollback().await?;
-        return Ok(Fed::More(0));
-    }
-    tx.commit().await?;
-    Ok(if checkpoint >= p.to_position {
-        Fed::Done
-    } else {
-        Fed::More(enqueued)
-    })
-}
-
-/// Counts one delivery of a replay in the delivery's own transaction.
-///
-/// # Errors
-/// Fails when the database does (the delivery is then retried).
-pub async fn count_delivery(
-    conn: &mut DbConn,
-    time: &DbTime,
-    id: &str,
-    outcome: Outcome,
-) -> Result<(), sqlx::Error> {
-    let column = match outcome {
-        Outcome::Delivered => "delivered",
-        Outcome::Skipped => "skipped",
-        Outcome::Failed => "failed",
-    };
-    let sql = time.sql(&format!(
-        "UPDATE keel_replays SET {column} = {column} + 1, finished_at = CASE \
-         WHEN state = 'fed' AND delivered + skipped + failed + 1 >= enqueued THEN NOW_MS \
-         ELSE finished_at END WHERE id = $2"
-    ));
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(time.fixed())
-        .bind(id.to_owned())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// How one delivery of a replay ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The listener ran.
-    Delivered,
-    /// The inbox said it had processed the event already.
-    Skipped,
-    /// Dead-lettered.
-    Failed,
-}
-
-const PROGRESS_COLUMNS: &str = "id, kind, listener, since_ms, until_ms, forced, rate, state, \
-     checkpoint, to_position, total, enqueued, delivered, skipped, failed, finished_at";
-
-/// One replay's progress.
-///
-/// # Errors
-/// [`RuntimeError::NotFound`] for an unknown id.
-pub async fn progress(db: &Db, id: &str) -> Result<ReplayProgress, RuntimeError> {
-    let sql = format!("SELECT {PROGRESS_COLUMNS} FROM keel_replays WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_owned())
-        .fetch_optional(db.pool())
-        .await?
-        .ok_or_else(|| RuntimeError::NotFound(format!("no replay has id {id}")))?;
-    read(&row)
-}
-
-/// Replays and backfills still feeding or with deliveries still running, oldest first —
-/// what `keel queues` shows.
-///
-/// # Errors
-/// Fails when the database does.
-pub async fn active(db: &Db) -> Result<Vec<ReplayProgress>, RuntimeError> {
-    let sql = format!(
-        "SELECT {PROGRESS_COLUMNS} FROM keel_replays WHERE finished_at IS NULL \
-         AND state IN ('feeding', 'fed') ORDER BY created_at, id"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_all(db.pool())
-        .await?;
-    rows.iter().map(read).collect()
-}
-
-/// Feeds every backfill still feeding, each until it is [`LOOKAHEAD`] ahead — the leader's
-/// step, so exactly one process feeds them. Returns the deliveries enqueued.
-///
-/// # Errors
-/// The first failure; the other backfills were still fed.
-pub async fn feed_backfills(
-    db: &Db,
-    time: &DbTime,
-    queue: &SqlJobQueue,
-    registry: &Arc<Registry>,
-) -> Result<u64, ReplayError> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM keel_replays WHERE state = 'feeding' AND kind = 'backfill' ORDER BY id",
-    )
-    .fetch_all(db.pool())
-    .await?;
-    let mut total = 0;
-    let mut first_error = None;
-    for id in ids {
-        loop {
-            match feed(db, time, queue, registry, &id).await {
-                Ok(Fed::More(n)) => total += n,
-                Ok(Fed::Ahead | Fed::Settling | Fed::Done) => break,
-                Err(e) => {
-                    tracing::warn!(backfill = %id, error = %e, "feeding a backfill failed");
-                    first_error.get_or_insert(e);
-                    break;
-                }
-            }
-        }
-    }
-    first_error.map_or(Ok(total), Err)
-}
-
-/// Queue statistics as JSON, with the unfinished replays and backfills under the `events`
-/// queue (whose deliveries they are) as `replays` — what `keel queues --json` and
-/// `/admin/queues` show.
-///
-/// # Errors
-/// Only if a statistic does not serialize.
-pub fn with_replays(
-    stats: &[crate::admin::QueueStats],
-    replays: &[ReplayProgress],
-) -> Result<serde_json::Value, serde_json::Error> {
-    let mut value = serde_json::to_value(stats)?;
-    if let Some(queues) = value.as_array_mut() {
-        for q in queues {
-            if q.get("queue").and_then(serde_json::Value::as_str) == Some(EVENTS_QUEUE)
-                && let Some(obj) = q.as_object_mut()
-            {
-                obj.insert("replays".to_owned(), serde_json::to_value(replays)?);
-            }
-        }
-    }
-    Ok(value)
-}
-
 fn count(row: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
     // SUM is NUMERIC on PostgreSQL and INTEGER on SQLite; COUNT is BIGINT on both.
     row.try_get::<i64, _>(col)
@@ -630,35 +336,4 @@ fn count(row: &sqlx::any::AnyRow, col: &str) -> Result<i64, sqlx::Error> {
             row.try_get::<String, _>(col)
                 .map(|v| v.parse::<f64>().unwrap_or(0.0) as i64)
         })
-}
-
-fn read(row: &sqlx::any::AnyRow) -> Result<ReplayProgress, RuntimeError> {
-    let at = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
-    let forced: i32 = row.try_get("forced")?;
-    let enqueued: i64 = row.try_get("enqueued")?;
-    let delivered: i64 = row.try_get("delivered")?;
-    let skipped: i64 = row.try_get("skipped")?;
-    let failed: i64 = row.try_get("failed")?;
-    let state: String = row.try_get("state")?;
-    let finished_at: Option<i64> = row.try_get("finished_at")?;
-    Ok(ReplayProgress {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        listener: row.try_get("listener")?,
-        since: at(row.try_get("since_ms")?),
-        until: at(row.try_get("until_ms")?),
-        forced: forced != 0,
-        rate: row.try_get("rate")?,
-        finished: finished_at.is_some()
-            || (state == "fed" && delivered + skipped + failed >= enqueued),
-        state,
-        checkpoint: row.try_get("checkpoint")?,
-        to_position: row.try_get("to_position")?,
-        total: row.try_get("total")?,
-        enqueued,
-        delivered,
-        skipped,
-        failed,
-        resumed: false,
-    })
 }
