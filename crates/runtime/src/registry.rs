@@ -247,11 +247,23 @@ impl ListenerRunner {
             .jobs
             .mark_processed(&mut tx, self.listener.name(), &envelope.id.to_string())
             .await?;
-        let run = first || replay.is_some_and(|r| r.force);
+        // A replay's delivery also has its own inbox entry: run again after its commit (a
+        // lost completion, a rescue), it neither runs a forced listener twice nor counts twice.
+        let again = match replay {
+            Some(r) => {
+                let key = format!("{}:{}", envelope.id, r.id);
+                !self
+                    .jobs
+                    .mark_processed(&mut tx, self.listener.name(), &key)
+                    .await?
+            }
+            None => false,
+        };
+        let run = !again && (first || replay.is_some_and(|r| r.force));
         if run {
             self.listener.handle(&mut tx, envelope).await?;
         }
-        if let Some(r) = replay {
+        if let Some(r) = replay.filter(|_| !again) {
             let outcome = if run {
                 Outcome::Delivered
             } else {
