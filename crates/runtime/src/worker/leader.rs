@@ -1,5 +1,5 @@
 //! The maintenance leader: one process at a time rescues jobs of silent workers, retires
-//! them, watches queue age and prunes — on a task of its own, so none of it can delay a
+//! them, watches queue age, feeds listeners' backfills and prunes — on a task of its own, so none of it can delay a
 //! heartbeat.
 //!
 //! Leadership is a lease row (`keel_leases`) taken and renewed at the start of every round,
