@@ -1,6 +1,6 @@
 //! The maintenance leader: one process at a time rescues jobs of silent workers, retires
-//! them, watches queue age, feeds listeners' backfills and prunes — on a task of its own, so none of it can delay a
-//! heartbeat.
+//! them, watches queue age, feeds listeners' backfills and prunes — on a task of its own,
+//! so none of it can delay a heartbeat.
 //!
 //! Leadership is a lease row (`keel_leases`) taken and renewed at the start of every round,
 //! expiring `dead_after` later on the database's clock. Every state change the leader makes
