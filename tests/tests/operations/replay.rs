@@ -175,6 +175,19 @@ async fn the_event_log_is_listed_paged_shown_and_replayed_to_a_listener_once(db:
         expect_json(response, 401).await["error"]["code"],
         "unauthorized"
     );
+    let doc = expect_json(app.get("/openapi.json").await, 200).await;
+    for (path, codes) in [
+        ("/admin/events", ["200", "401", "403", "422"]),
+        ("/admin/events/{id}", ["200", "401", "403", "404"]),
+    ] {
+        let responses = &doc["paths"][path]["get"]["responses"];
+        for code in codes {
+            assert!(
+                responses.get(code).is_some(),
+                "{path} documents {code}: {responses}"
+            );
+        }
+    }
 
     // A dry run changes nothing.
     let replay = [
