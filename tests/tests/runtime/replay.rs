@@ -1,15 +1,125 @@
 //! Replays underneath `keel events replay` and backfills: deliveries in log order, spaced by
 //! the rate on the database's clock, resumed from the checkpoint by another feeder without a
 //! delivery lost or doubled — even by two feeders at once — and skipped by the inbox unless
-//! forced.
+//! forced; and a listener declaring a start point in the past, fed it once by one of two
+//! replicas.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use events::{Clock, DbConn, Event, EventEnvelope, EventKey, JobError, Listener};
+use runtime::Runtime;
 use runtime::replay::{self, Fed, ReplayRequest};
 use tests::testkit::{Happened, RECORDING_LISTENER};
-use tests::{TestDb, TestRuntime, both_backends, eventually, harness::WAIT};
+use tests::{Kit, RecordingAlerts, TestDb, TestRuntime, both_backends, eventually, harness::WAIT};
 
-both_backends!(an_interrupted_replay_resumes_in_log_order_at_its_rate_without_doubles);
+both_backends!(
+    an_interrupted_replay_resumes_in_log_order_at_its_rate_without_doubles,
+    a_listener_that_starts_in_the_past_is_fed_it_once_by_one_of_two_replicas,
+);
+
+/// A listener added after the events it needs, declaring where it starts.
+const LATE: &str = "testkit.on_happened_late";
+
+#[derive(Debug)]
+struct Late {
+    since: DateTime<Utc>,
+}
+
+#[async_trait::async_trait]
+impl Listener for Late {
+    fn name(&self) -> &'static str {
+        LATE
+    }
+
+    fn consumes(&self) -> Vec<EventKey> {
+        vec![Happened::key()]
+    }
+
+    async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {
+        sqlx::query(
+            "INSERT INTO testkit_seen (listener, event_id, key, correlation_id) \
+             VALUES ($1, $2, '', $3)",
+        )
+        .bind(LATE)
+        .bind(event.id.to_string())
+        .bind(event.correlation_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    fn backfill_from(&self) -> Option<DateTime<Utc>> {
+        Some(self.since)
+    }
+}
+
+async fn a_listener_that_starts_in_the_past_is_fed_it_once_by_one_of_two_replicas(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    let mut past = Vec::new();
+    for i in 0..3 {
+        let event = rt
+            .publish(&Happened {
+                key: format!("past-{i}"),
+                flaky: false,
+            })
+            .await;
+        past.push(event.id.to_string());
+    }
+    let since = rt.clock().now() - chrono::Duration::seconds(60);
+    let replica = || async {
+        let replica = Runtime::new(
+            rt.db.clone(),
+            rt.url(),
+            rt.shared_clock(),
+            tests::harness::test_config(),
+            Arc::new(RecordingAlerts::default()),
+        );
+        let mut module = Kit::new(rt.db.clone(), replica.outbox(), replica.jobs()).module();
+        module.listeners.push(Arc::new(Late { since }));
+        replica.install(&[&module]).unwrap();
+        let workers = replica.start_workers(None).await.unwrap();
+        (replica, workers)
+    };
+    let (a, a_workers) = replica().await;
+    let (b, b_workers) = replica().await;
+    assert_eq!(
+        rt.count(
+            "SELECT COUNT(*) FROM keel_replays WHERE kind = 'backfill'",
+            &[]
+        )
+        .await,
+        1,
+        "one backfill, whatever the number of replicas"
+    );
+    let seen = |id: String| {
+        let rt = &rt;
+        async move {
+            rt.count(
+                "SELECT COUNT(*) FROM testkit_seen WHERE listener = $1 AND event_id = $2",
+                &[LATE, &id],
+            )
+            .await
+        }
+    };
+    eventually(WAIT, "the past to reach the late listener", || async {
+        rt.advance(Duration::from_secs(1));
+        a.wake_all();
+        b.wake_all();
+        let mut all = true;
+        for id in &past {
+            all &= seen(id.clone()).await >= 1;
+        }
+        all.then_some(())
+    })
+    .await;
+    for id in &past {
+        assert_eq!(seen(id.clone()).await, 1, "each past event once");
+    }
+    a_workers.shutdown().await;
+    b_workers.shutdown().await;
+}
 
 async fn an_interrupted_replay_resumes_in_log_order_at_its_rate_without_doubles(db: TestDb) {
     let rt = TestRuntime::new(&db).await;
