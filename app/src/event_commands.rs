@@ -237,14 +237,26 @@ async fn replay_to_the_end(
 async fn follow(rt: &runtime::Runtime, id: &str, no_wait: bool, json: bool) -> anyhow::Result<()> {
     let id = replay::progress(rt.db(), id).await?.id;
     let mut last_report = Instant::now();
+    let began = Instant::now();
+    let mut said_settling = false;
     loop {
         match rt
             .feed_replay(&id)
             .await
-            .with_context(|| format!("feeding replay {id} (run the same command to resume)"))?
+            .with_context(|| format!("feeding replay {id} (`--resume {id}` carries on)"))?
         {
             Fed::More(_) => {}
-            Fed::Ahead | Fed::Settling => tokio::time::sleep(Duration::from_millis(200)).await,
+            Fed::Ahead => tokio::time::sleep(Duration::from_millis(200)).await,
+            Fed::Settling => {
+                if !said_settling && began.elapsed() >= Duration::from_secs(2) {
+                    said_settling = true;
+                    eprintln!(
+                        "… waiting for transactions that were open when the replay began to end \
+                         (an idle-in-transaction session holds it back)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Fed::Done => break,
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
