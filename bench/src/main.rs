@@ -30,6 +30,7 @@ mod charts;
 mod counters;
 mod db;
 mod flags;
+mod import;
 mod machine;
 mod memory;
 mod peers;
@@ -80,6 +81,10 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   sustained POST /records per second from K clients; on PostgreSQL also pgbench (one-row
   INSERT, same K) on the same server, and the ratio
 
+       keel-bench import --database-url URL [--lines 200000]
+  one POST /imports of N NDJSON lines, one webhook endpoint subscribed: lines/s until the
+  import is completed (records, events, deliveries enqueued), webhooks delivered per s
+
        keel-bench memory --database-url URL --backlog M [--jobs 20000] [--concurrency 32]
   resident memory of this process while draining N jobs with M ready jobs queued
 
@@ -122,7 +127,7 @@ fn main() -> ExitCode {
     if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
         return peers::main(rest);
     }
-    if let Some((command @ ("chain" | "write" | "memory" | "prune" | "soak"), rest)) =
+    if let Some((command @ ("chain" | "write" | "import" | "memory" | "prune" | "soak"), rest)) =
         args.split_first().map(|(c, r)| (c.as_str(), r))
     {
         return run_json_scenario(command, rest);
@@ -161,7 +166,7 @@ fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
-/// Runs `chain`, `write`, `memory`, `prune` or `soak` and prints its JSON line.
+/// Runs `chain`, `write`, `import`, `memory`, `prune` or `soak` and prints its JSON line.
 fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
     let scenario = match flags::Flags::parse(rest) {
         Ok(f) => Scenario::from_flags(command, &f),
@@ -181,6 +186,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
         match &scenario {
             Scenario::Chain(o) => chain::run(o).await,
             Scenario::Write(o) => write::run(o).await,
+            Scenario::Import(o) => import::run(o).await,
             Scenario::Memory(o) => memory::run(o).await,
             Scenario::Prune(o) => prune::run(o).await,
             Scenario::Soak(o) => soak::run(o).await,
@@ -202,6 +208,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
 enum Scenario {
     Chain(chain::Options),
     Write(write::Options),
+    Import(import::Options),
     Memory(memory::Options),
     Prune(prune::Options),
     Soak(soak::Options),
@@ -221,6 +228,10 @@ impl Scenario {
                 database_url,
                 clients: f.numbers("--clients", &[1, 4])?,
                 seconds: f.number("--seconds", 10)? as u64,
+            }),
+            "import" => Self::Import(import::Options {
+                database_url,
+                lines: f.number("--lines", 200_000)?,
             }),
             "prune" => Self::Prune(prune::Options {
                 database_url,

@@ -96,6 +96,30 @@ pub trait JobQueue: Send + Sync + Debug {
         Ok(ids)
     }
 
+    /// Enqueues jobs each caused by its own event (`(job, event id)`), as a listener
+    /// handling a batch of events does ([`Listener::handle_many`](crate::Listener::handle_many)):
+    /// each job's trace names its event, under the current correlation id. Answers as
+    /// [`JobQueue::enqueue_many`].
+    ///
+    /// # Errors
+    /// Fails when an insert fails; the caller's transaction should roll back.
+    async fn enqueue_caused_by(
+        &self,
+        conn: &mut DbConn,
+        jobs: Vec<(NewJob, Uuid)>,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        let correlation_id = TraceContext::current_or_new().correlation_id;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for (job, cause) in jobs {
+            let trace = TraceContext {
+                correlation_id: correlation_id.clone(),
+                causation_id: Some(cause),
+            };
+            ids.push(trace.scope(self.enqueue(&mut *conn, job)).await?);
+        }
+        Ok(ids)
+    }
+
     /// Records that `handler` has processed `key`, inside the caller's transaction. Returns
     /// `false` when it already had — the caller then skips its effect (the inbox guard).
     ///

@@ -14,6 +14,7 @@
 
 use async_trait::async_trait;
 
+use crate::context::TraceContext;
 use crate::db::DbConn;
 use crate::envelope::{EventEnvelope, EventKey};
 use crate::jobs::JobError;
@@ -32,6 +33,27 @@ pub trait Listener: Send + Sync {
     /// # Errors
     /// A [`JobError`]: retried on the `events` queue's schedule, or dead-lettered.
     async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError>;
+
+    /// Handles several events at once inside `tx` — what an inline listener is given when
+    /// the publisher writes a batch (an import's 500 records): a fan-out can then read its
+    /// subscribers once and enqueue every job in a few multi-row statements instead of a few
+    /// round trips per event. Each job it enqueues must name its own event as cause
+    /// ([`JobQueue::enqueue_caused_by`](crate::JobQueue::enqueue_caused_by)). The default
+    /// handles them one by one, each under its event's trace context; `Err` leaves the whole
+    /// batch to the caller (an inline batch then falls back to queued deliveries).
+    ///
+    /// # Errors
+    /// As [`Listener::handle`].
+    async fn handle_many(&self, tx: &mut DbConn, events: &[EventEnvelope]) -> Result<(), JobError> {
+        for event in events {
+            let trace = TraceContext {
+                correlation_id: event.correlation_id.clone(),
+                causation_id: Some(event.id),
+            };
+            trace.scope(self.handle(&mut *tx, event)).await?;
+        }
+        Ok(())
+    }
 
     /// Where its deliveries run; [`Dispatch::Queued`] unless the listener says otherwise.
     fn dispatch(&self) -> Dispatch {

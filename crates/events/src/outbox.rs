@@ -28,6 +28,25 @@ pub trait Outbox: Send + Sync + Debug {
         key: EventKey,
         payload: serde_json::Value,
     ) -> Result<EventEnvelope, PublishError>;
+
+    /// Stores several events on `conn`, in order, as [`Outbox::publish_json`] would one by
+    /// one — an implementation may write them, and their deliveries, in a few multi-row
+    /// statements (a batch of an import publishes hundreds). All share the current
+    /// [`TraceContext`].
+    ///
+    /// # Errors
+    /// As [`Outbox::publish_json`]; nothing of the batch may be kept after an error.
+    async fn publish_json_many(
+        &self,
+        conn: &mut DbConn,
+        events: Vec<(EventKey, serde_json::Value)>,
+    ) -> Result<Vec<EventEnvelope>, PublishError> {
+        let mut published = Vec::with_capacity(events.len());
+        for (key, payload) in events {
+            published.push(self.publish_json(conn, key, payload).await?);
+        }
+        Ok(published)
+    }
 }
 
 /// Typed publishing on top of [`Outbox`].
@@ -44,6 +63,23 @@ pub trait OutboxExt: Outbox {
     ) -> Result<EventEnvelope, PublishError> {
         let payload = serde_json::to_value(event).map_err(PublishError::Encode)?;
         self.publish_json(conn, E::key(), payload).await
+    }
+
+    /// Publishes typed events of one kind inside the caller's transaction, as a batch.
+    ///
+    /// # Errors
+    /// As [`Outbox::publish_json_many`].
+    async fn publish_many<E: Event>(
+        &self,
+        conn: &mut DbConn,
+        events: &[E],
+    ) -> Result<Vec<EventEnvelope>, PublishError> {
+        let batch = events
+            .iter()
+            .map(|event| Ok((E::key(), serde_json::to_value(event)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(PublishError::Encode)?;
+        self.publish_json_many(conn, batch).await
     }
 }
 

@@ -49,29 +49,46 @@ impl Listener for DeliverWebhooks {
     }
 
     async fn handle(&self, tx: &mut DbConn, event: &EventEnvelope) -> Result<(), JobError> {
-        let subject = Subject::decode(&event.name, event.version, &event.payload)
-            .map_err(JobError::poison)?;
-        let ids = subject.ids();
-        let endpoints = store::subscribed_endpoints(tx, &event.name).await?;
-        let mut enqueued = 0_usize;
-        for endpoint_id in &endpoints {
-            let job = DeliverWebhook {
-                endpoint_id: *endpoint_id,
-                event_id: event.id,
-                event: event.name.clone(),
-                event_version: event.version,
-                occurred_at: event.occurred_at,
-                ids: ids.clone(),
+        self.handle_many(tx, std::slice::from_ref(event)).await
+    }
+
+    /// Reads the subscribers once per event name of the batch and enqueues every delivery
+    /// in a few multi-row statements, each caused by its own event.
+    async fn handle_many(&self, tx: &mut DbConn, events: &[EventEnvelope]) -> Result<(), JobError> {
+        let mut subscribers: Vec<(&str, Vec<uuid::Uuid>)> = Vec::new();
+        let mut jobs = Vec::new();
+        for event in events {
+            let subject = Subject::decode(&event.name, event.version, &event.payload)
+                .map_err(JobError::poison)?;
+            let known = subscribers.iter().position(|(name, _)| *name == event.name);
+            let index = match known {
+                Some(index) => index,
+                None => {
+                    let endpoints = store::subscribed_endpoints(tx, &event.name).await?;
+                    subscribers.push((&event.name, endpoints));
+                    subscribers.len() - 1
+                }
             };
-            if self.jobs.enqueue(tx, new_job(&job)?).await?.is_some() {
-                enqueued += 1;
+            let endpoints = &subscribers[index].1;
+            let ids = subject.ids();
+            for endpoint_id in endpoints {
+                let job = DeliverWebhook {
+                    endpoint_id: *endpoint_id,
+                    event_id: event.id,
+                    event: event.name.clone(),
+                    event_version: event.version,
+                    occurred_at: event.occurred_at,
+                    ids: ids.clone(),
+                };
+                jobs.push((new_job(&job)?, event.id));
             }
         }
+        let planned = jobs.len();
+        let enqueued = self.jobs.enqueue_caused_by(tx, jobs).await?;
         tracing::debug!(
-            event_id = %event.id,
-            event = %event.name,
-            endpoints = endpoints.len(),
-            enqueued,
+            events = events.len(),
+            planned,
+            enqueued = enqueued.iter().flatten().count(),
             "webhook deliveries enqueued"
         );
         Ok(())

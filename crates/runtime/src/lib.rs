@@ -20,6 +20,7 @@ pub mod event_log;
 pub mod idempotency;
 pub mod migrate;
 pub mod outbox;
+mod placeholders;
 pub mod policy;
 pub mod queue;
 pub mod registry;

@@ -18,6 +18,7 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::placeholders::value_rows;
 use crate::queue::SqlJobQueue;
 use crate::registry::{EVENTS_QUEUE, Registry, listener_job_type};
 
@@ -40,6 +41,11 @@ impl SqlOutbox {
     }
 }
 
+/// Event rows per multi-row `INSERT`: as the job queue's
+/// [`ROWS_PER_INSERT`](crate::queue::ROWS_PER_INSERT), since SQLite binds by name and big
+/// statements cost more to prepare than they save.
+const EVENTS_PER_INSERT: usize = 50;
+
 #[async_trait]
 impl Outbox for SqlOutbox {
     async fn publish_json(
@@ -48,99 +54,179 @@ impl Outbox for SqlOutbox {
         key: EventKey,
         payload: serde_json::Value,
     ) -> Result<EventEnvelope, PublishError> {
+        let mut published = self.publish_json_many(conn, vec![(key, payload)]).await?;
+        published
+            .pop()
+            .ok_or_else(|| PublishError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// The events in multi-row `INSERT`s; then each subscribed listener once for the whole
+    /// batch — inline ones under one savepoint with [`Listener::handle_many`], queued ones
+    /// as one multi-row insert of their deliveries.
+    async fn publish_json_many(
+        &self,
+        conn: &mut DbConn,
+        events: Vec<(EventKey, serde_json::Value)>,
+    ) -> Result<Vec<EventEnvelope>, PublishError> {
         let trace = TraceContext::current_or_new();
-        let envelope = EventEnvelope {
-            id: Uuid::now_v7(),
-            name: key.name.to_owned(),
-            version: key.version,
-            occurred_at: self.clock.now(),
-            correlation_id: trace.correlation_id.clone(),
-            causation_id: trace.causation_id,
-            payload,
-        };
-        sqlx::query(
-            "INSERT INTO keel_events (id, name, version, occurred_at, correlation_id, causation_id, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(envelope.id.to_string())
-        .bind(&envelope.name)
-        .bind(i32::try_from(envelope.version).unwrap_or(i32::MAX))
-        .bind(envelope.occurred_at.timestamp_millis())
-        .bind(envelope.correlation_id.as_str())
-        .bind(envelope.causation_id.map(|c| c.to_string()))
-        .bind(envelope.payload.to_string())
-        .execute(&mut *conn)
-        .await?;
-        let delivery_trace = TraceContext {
-            correlation_id: envelope.correlation_id.clone(),
-            causation_id: Some(envelope.id),
-        };
-        for listener in self.registry.subscribers(&envelope.name) {
-            if listener.dispatch() == Dispatch::Inline
-                && run_inline(conn, listener.as_ref(), &envelope, &delivery_trace).await?
-            {
-                continue;
-            }
-            let job = NewJob {
-                queue: EVENTS_QUEUE.to_owned(),
-                job_type: listener_job_type(listener.name()),
-                payload: json!({ "event_id": envelope.id }),
-                unique_key: Some(envelope.id.to_string()),
-                priority: 0,
-                run_at: None,
-                max_attempts: None,
-            };
-            self.queue.insert(conn, job, &delivery_trace).await?;
+        let occurred_at = self.clock.now();
+        let envelopes: Vec<EventEnvelope> = events
+            .into_iter()
+            .map(|(key, payload)| EventEnvelope {
+                id: Uuid::now_v7(),
+                name: key.name.to_owned(),
+                version: key.version,
+                occurred_at,
+                correlation_id: trace.correlation_id.clone(),
+                causation_id: trace.causation_id,
+                payload,
+            })
+            .collect();
+        for chunk in envelopes.chunks(EVENTS_PER_INSERT) {
+            insert_events(conn, chunk).await?;
         }
-        tracing::debug!(event = %envelope.name, event_id = %envelope.id, "event published");
-        Ok(envelope)
+        let mut queued = Vec::new();
+        for (listener, batch) in self.subscribers_of(&envelopes) {
+            if listener.dispatch() == Dispatch::Inline {
+                let left = run_inline(conn, listener.as_ref(), &batch, &trace).await?;
+                queued.extend(left.into_iter().map(|e| delivery(listener.as_ref(), e)));
+            } else {
+                queued.extend(batch.into_iter().map(|e| delivery(listener.as_ref(), e)));
+            }
+        }
+        if !queued.is_empty() {
+            self.queue
+                .insert_caused(conn, queued, &trace.correlation_id)
+                .await?;
+        }
+        for envelope in &envelopes {
+            tracing::debug!(event = %envelope.name, event_id = %envelope.id, "event published");
+        }
+        Ok(envelopes)
     }
 }
 
-/// Runs an inline listener on the publisher's connection under a savepoint, with the event
-/// as the cause of what it enqueues. `Ok(false)` when it did not run to the end: its writes
-/// are rolled back and the caller queues the delivery instead.
+impl SqlOutbox {
+    /// Each listener subscribed to any of `envelopes`, with the ones it takes, in order.
+    fn subscribers_of<'e>(
+        &self,
+        envelopes: &'e [EventEnvelope],
+    ) -> Vec<(Arc<dyn Listener>, Vec<&'e EventEnvelope>)> {
+        let mut by_listener: Vec<(Arc<dyn Listener>, Vec<&EventEnvelope>)> = Vec::new();
+        for envelope in envelopes {
+            for listener in self.registry.subscribers(&envelope.name) {
+                match by_listener
+                    .iter_mut()
+                    .find(|(l, _)| l.name() == listener.name())
+                {
+                    Some((_, batch)) => batch.push(envelope),
+                    None => by_listener.push((listener, vec![envelope])),
+                }
+            }
+        }
+        by_listener
+    }
+}
+
+/// The events' rows, in one statement.
+async fn insert_events(conn: &mut DbConn, envelopes: &[EventEnvelope]) -> Result<(), sqlx::Error> {
+    const COLUMNS: usize = 7;
+    let sql = format!(
+        "INSERT INTO keel_events (id, name, version, occurred_at, correlation_id, causation_id, payload) \
+         VALUES {}",
+        value_rows(1, envelopes.len(), COLUMNS)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for envelope in envelopes {
+        query = query
+            .bind(envelope.id.to_string())
+            .bind(envelope.name.clone())
+            .bind(i32::try_from(envelope.version).unwrap_or(i32::MAX))
+            .bind(envelope.occurred_at.timestamp_millis())
+            .bind(envelope.correlation_id.as_str().to_owned())
+            .bind(envelope.causation_id.map(|c| c.to_string()))
+            .bind(envelope.payload.to_string());
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// `listener`'s queued delivery of `envelope`: a job on the `events` queue, caused by it.
+fn delivery(listener: &dyn Listener, envelope: &EventEnvelope) -> (NewJob, Option<Uuid>) {
+    let job = NewJob {
+        queue: EVENTS_QUEUE.to_owned(),
+        job_type: listener_job_type(listener.name()),
+        payload: json!({ "event_id": envelope.id }),
+        unique_key: Some(envelope.id.to_string()),
+        priority: 0,
+        run_at: None,
+        max_attempts: None,
+    };
+    (job, Some(envelope.id))
+}
+
+/// Runs an inline listener on the publisher's connection under a savepoint, for all of
+/// `batch` at once, each event the cause of what it enqueues. Answers the events it did not
+/// take to the end — none, those it cannot take at its version, or (when it failed, its
+/// writes rolled back) all of them — for the caller to queue instead.
 ///
 /// # Errors
 /// Only when the savepoint cannot be released or rolled back: the transaction is then unusable.
-async fn run_inline(
+async fn run_inline<'e>(
     conn: &mut DbConn,
     listener: &dyn Listener,
-    envelope: &EventEnvelope,
+    batch: &[&'e EventEnvelope],
     trace: &TraceContext,
-) -> Result<bool, PublishError> {
-    let upcast = match events::catalog::registry().for_listener(envelope, &listener.consumes()) {
-        Ok(upcast) => upcast,
-        Err(e) => {
-            tracing::warn!(listener = listener.name(), error = %e, "inline listener cannot take this event; queued instead");
-            return Ok(false);
+) -> Result<Vec<&'e EventEnvelope>, PublishError> {
+    let mut left = Vec::new();
+    let mut upcast = Vec::with_capacity(batch.len());
+    let consumes = listener.consumes();
+    for &envelope in batch {
+        match events::catalog::registry().for_listener(envelope, &consumes) {
+            Ok(event) => upcast.push(event.into_owned()),
+            Err(e) => {
+                tracing::warn!(listener = listener.name(), event_id = %envelope.id, error = %e, "inline listener cannot take this event; queued instead");
+                left.push(envelope);
+            }
         }
-    };
+    }
+    if upcast.is_empty() {
+        return Ok(left);
+    }
     // Outside a transaction (PostgreSQL refuses a savepoint there) the listener is queued.
     if sqlx::query("SAVEPOINT keel_inline_listener")
         .execute(&mut *conn)
         .await
         .is_err()
     {
-        return Ok(false);
+        return Ok(batch.to_vec());
     }
-    let outcome = trace
-        .clone()
-        .scope(listener.handle(&mut *conn, upcast.as_ref()))
-        .await;
+    let outcome = if let [only] = upcast.as_slice() {
+        // One event: under its own trace context, as a queued delivery would run it.
+        let single = TraceContext {
+            correlation_id: trace.correlation_id.clone(),
+            causation_id: Some(only.id),
+        };
+        single.scope(listener.handle(&mut *conn, only)).await
+    } else {
+        let batch_trace = trace.clone();
+        batch_trace
+            .scope(listener.handle_many(&mut *conn, &upcast))
+            .await
+    };
     match outcome {
         Ok(()) => {
             sqlx::query("RELEASE SAVEPOINT keel_inline_listener")
                 .execute(&mut *conn)
                 .await?;
-            Ok(true)
+            Ok(left)
         }
         Err(e) => {
             tracing::warn!(
                 listener = listener.name(),
-                event_id = %envelope.id,
+                events = upcast.len(),
                 error = %e,
-                "inline listener failed; its delivery is queued instead"
+                "inline listener failed; its deliveries are queued instead"
             );
             for statement in [
                 "ROLLBACK TO SAVEPOINT keel_inline_listener",
@@ -148,7 +234,7 @@ async fn run_inline(
             ] {
                 sqlx::query(statement).execute(&mut *conn).await?;
             }
-            Ok(false)
+            Ok(batch.to_vec())
         }
     }
 }

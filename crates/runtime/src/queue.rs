@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use events::context::CorrelationId;
 use events::{DbConn, JobQueue, NewJob, TraceContext};
 use uuid::Uuid;
 
@@ -55,9 +56,25 @@ impl SqlJobQueue {
         jobs: Vec<NewJob>,
         trace: &TraceContext,
     ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
-        if let Some(job) = jobs
+        let jobs = jobs.into_iter().map(|job| (job, trace.causation_id));
+        self.insert_caused(conn, jobs.collect(), &trace.correlation_id)
+            .await
+    }
+
+    /// Enqueues `jobs` as [`SqlJobQueue::insert_many`] does, each with its own cause (the
+    /// event a listener delivery or a fan-out job stems from) under one correlation id.
+    ///
+    /// # Errors
+    /// Fails on an unknown queue or when an insert fails.
+    pub async fn insert_caused(
+        &self,
+        conn: &mut DbConn,
+        jobs: Vec<(NewJob, Option<Uuid>)>,
+        correlation_id: &CorrelationId,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        if let Some((job, _)) = jobs
             .iter()
-            .find(|j| !self.config.queues.contains_key(&j.queue))
+            .find(|(j, _)| !self.config.queues.contains_key(&j.queue))
         {
             return Err(sqlx::Error::Configuration(
                 format!("queue `{}` is not configured", job.queue).into(),
@@ -65,7 +82,7 @@ impl SqlJobQueue {
         }
         let mut answer = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(ROWS_PER_INSERT) {
-            answer.extend(self.insert_chunk(conn, chunk, trace).await?);
+            answer.extend(self.insert_chunk(conn, chunk, correlation_id).await?);
         }
         Ok(answer)
     }
@@ -73,8 +90,8 @@ impl SqlJobQueue {
     async fn insert_chunk(
         &self,
         conn: &mut DbConn,
-        jobs: &[NewJob],
-        trace: &TraceContext,
+        jobs: &[(NewJob, Option<Uuid>)],
+        correlation_id: &CorrelationId,
     ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
         const COLUMNS: usize = 11;
         let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
@@ -109,10 +126,9 @@ impl SqlJobQueue {
              ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
              RETURNING id"
         ));
-        let correlation = trace.correlation_id.as_str();
-        let causation = trace.causation_id.map(|c| c.to_string());
+        let correlation = correlation_id.as_str();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.time.fixed());
-        for (job, id) in jobs.iter().zip(&ids) {
+        for ((job, cause), id) in jobs.iter().zip(&ids) {
             let policy = self.config.policy_for(&job.queue, &job.job_type);
             let idempotency_key = match &job.unique_key {
                 Some(key) => format!("{}:{key}", job.job_type),
@@ -130,7 +146,7 @@ impl SqlJobQueue {
                 .bind(job.unique_key.clone())
                 .bind(idempotency_key)
                 .bind(correlation.to_owned())
-                .bind(causation.clone());
+                .bind(cause.map(|c| c.to_string()));
         }
         let inserted: std::collections::HashSet<String> = query
             .fetch_all(&mut *conn)
@@ -142,7 +158,7 @@ impl SqlJobQueue {
         let answer = jobs
             .iter()
             .zip(ids)
-            .map(|(job, id)| {
+            .map(|((job, _), id)| {
                 if !inserted.contains(&id.to_string()) {
                     return None;
                 }
@@ -189,6 +205,17 @@ impl JobQueue for SqlJobQueue {
     ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
         let trace = TraceContext::current_or_new();
         self.insert_many(conn, jobs, &trace).await
+    }
+
+    async fn enqueue_caused_by(
+        &self,
+        conn: &mut DbConn,
+        jobs: Vec<(NewJob, Uuid)>,
+    ) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        let trace = TraceContext::current_or_new();
+        let jobs = jobs.into_iter().map(|(job, cause)| (job, Some(cause)));
+        self.insert_caused(conn, jobs.collect(), &trace.correlation_id)
+            .await
     }
 
     async fn mark_processed(

@@ -35,6 +35,8 @@ both_backends!(
     each_listener_gets_its_own_delivery_so_a_failing_one_never_blocks_or_repeats_another,
     an_inline_listener_writes_in_the_publishers_transaction_and_names_the_event_as_cause,
     a_failing_inline_listener_is_rolled_back_and_its_delivery_queued_instead,
+    a_batch_stores_every_event_and_each_delivery_names_its_own_event_as_cause,
+    a_failing_inline_listener_on_a_batch_is_rolled_back_and_every_delivery_queued,
 );
 
 async fn publishing_in_a_committed_transaction_stores_the_event_and_one_delivery_per_listener(
@@ -262,5 +264,111 @@ async fn a_failing_inline_listener_is_rolled_back_and_its_delivery_queued_instea
     })
     .await;
     assert_eq!(listener_runs(INLINE_LISTENER, &id), 2);
+    workers.shutdown().await;
+}
+
+/// Publishes `events` as one batch in one committed transaction.
+async fn publish_batch<E: events::Event>(
+    rt: &TestRuntime,
+    events: &[E],
+) -> Vec<events::EventEnvelope> {
+    let mut tx = rt.db.begin().await.unwrap();
+    let published = rt
+        .runtime
+        .outbox()
+        .publish_many(&mut tx, events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    published
+}
+
+async fn a_batch_stores_every_event_and_each_delivery_names_its_own_event_as_cause(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    // More than one multi-row statement's worth, queued listeners.
+    let batch: Vec<Happened> = (0..120).map(|i| happened(&format!("h{i}"))).collect();
+    let published = publish_batch(&rt, &batch).await;
+    assert_eq!(published.len(), 120);
+    for event in [&published[0], &published[77], &published[119]] {
+        let id = event.id.to_string();
+        assert_eq!(
+            rt.count("SELECT COUNT(*) FROM keel_events WHERE id = $1", &[&id])
+                .await,
+            1
+        );
+        assert_eq!(
+            rt.count(
+                "SELECT COUNT(*) FROM keel_jobs WHERE causation_id = $1 AND queue = 'events'",
+                &[&id]
+            )
+            .await,
+            2,
+            "one delivery per listener, caused by its own event"
+        );
+    }
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_events", &[]).await, 120);
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_jobs", &[]).await, 240);
+
+    // An inline listener takes the whole batch in the transaction; each job it enqueues
+    // names its own event.
+    let fanned: Vec<Fanned> = (0..3)
+        .map(|i| Fanned {
+            key: format!("f{i}"),
+        })
+        .collect();
+    let published = publish_batch(&rt, &fanned).await;
+    for event in &published {
+        let id = event.id.to_string();
+        assert_eq!(seen(&rt, &id).await, 1);
+        assert_eq!(listener_runs(INLINE_LISTENER, &id), 1);
+        assert_eq!(
+            rt.count(
+                "SELECT COUNT(*) FROM keel_jobs WHERE causation_id = $1 AND job_type = 'testkit.run'",
+                &[&id]
+            )
+            .await,
+            1
+        );
+    }
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_jobs", &[]).await, 243);
+}
+
+async fn a_failing_inline_listener_on_a_batch_is_rolled_back_and_every_delivery_queued(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    rt.kit.set_flag(INLINE_DOWN).await;
+    let fanned: Vec<Fanned> = (0..3)
+        .map(|i| Fanned {
+            key: format!("d{i}"),
+        })
+        .collect();
+    let published = publish_batch(&rt, &fanned).await;
+    for event in &published {
+        let id = event.id.to_string();
+        assert_eq!(
+            seen(&rt, &id).await,
+            0,
+            "the batch's writes were rolled back"
+        );
+        assert_eq!(
+            jobs_of_chain(&rt, event.correlation_id.as_str())
+                .await
+                .iter()
+                .filter(|(job_type, _, cause)| {
+                    *job_type == format!("listener:{INLINE_LISTENER}") && *cause == id
+                })
+                .count(),
+            1,
+            "a queued delivery of its own"
+        );
+    }
+    rt.kit.clear_flag(INLINE_DOWN).await;
+    let workers = rt.start_workers().await;
+    for event in &published {
+        let id = event.id.to_string();
+        eventually(WAIT, "each queued delivery to run the listener", || async {
+            (seen(&rt, &id).await == 1).then_some(())
+        })
+        .await;
+    }
     workers.shutdown().await;
 }

@@ -17,6 +17,7 @@ use sqlx::Row;
 use super::claim::ClaimedJob;
 use super::execute::{Outcome, Verdict};
 use crate::db_time::DbTime;
+use crate::placeholders::value_rows;
 
 /// Jobs per statement when the writer completes, starts or releases a batch.
 ///
@@ -53,20 +54,6 @@ fn reserved_for(table: &str, worker: &str, attempt: &str) -> String {
         "{table}locked_by = {worker} AND CASE {table}state \
            WHEN 'reserved' THEN {table}attempt = {attempt} - 1 ELSE FALSE END"
     )
-}
-
-/// `($first, …), (…), …`: `rows` rows of `width` parameters each, for a `VALUES` list.
-fn value_rows(first: usize, rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let params = (0..width)
-                .map(|col| format!("${}", first + row * width + col))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({params})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Starts reserved jobs: each becomes `running` and spends its attempt — unless it is no
