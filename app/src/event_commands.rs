@@ -48,8 +48,8 @@ pub enum EventsCommand {
         json: bool,
     },
     /// Deliver a window of past events again to one listener, in log order, at a capped
-    /// rate, through its inbox (events it processed are skipped unless `--force`). Run it
-    /// again with the same arguments to resume one that was interrupted.
+    /// rate, through its inbox (events it processed are skipped unless `--force`). An
+    /// interrupted replay carries on with `--resume ID`, or the same arguments again.
     Replay {
         /// The listener's name (e.g. `notifications.on_event_deliver_webhooks`).
         #[arg(long, required_unless_present = "resume")]
