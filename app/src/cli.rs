@@ -73,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// The event log: list and show stored events, replay a window of them to a listener.
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::event_commands::EventsCommand,
+    },
 }
 
 /// `keel dead …`

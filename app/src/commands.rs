@@ -15,7 +15,7 @@ use crate::wiring::{self, Wired};
 
 /// Connects for an operator command. It never migrates: inspecting production with a newer
 /// binary must not change its schema — a database behind the binary is refused instead.
-async fn connect(settings: &Settings) -> anyhow::Result<Wired> {
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Wired> {
     let wired = wiring::wire(settings, wiring::system_clock()).await?;
     let pending = wired
         .pending_migrations()
@@ -155,8 +155,10 @@ pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let rt = &wired.runtime;
     let names: Vec<String> = rt.config().queues.keys().cloned().collect();
     let stats = admin::queue_stats(rt.db(), rt.time(), &names).await?;
+    let replays = runtime::replay::active(rt.db()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let value = runtime::replay::with_replays(&stats, &replays)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!(
@@ -171,6 +173,24 @@ pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
             "{:<12} {:>8} {:>10} {:>9} {:>8} {:>9} {:>6} {:>12}",
             s.queue, s.ready, s.scheduled, s.reserved, s.running, s.retrying, s.dead, oldest
         );
+    }
+    if !replays.is_empty() {
+        println!("\nREPLAYS AND BACKFILLS (on the events queue)");
+        for r in &replays {
+            let since = r.since.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+            println!(
+                "{} {} → {} since {since}: {}/{} enqueued, {} delivered, {} skipped, {} failed, {}/s",
+                r.kind,
+                r.id,
+                r.listener,
+                r.enqueued,
+                r.total,
+                r.delivered,
+                r.skipped,
+                r.failed,
+                r.rate
+            );
+        }
     }
     Ok(())
 }

@@ -87,6 +87,12 @@ pub struct FileConfig {
     /// `[telemetry]`
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// `[events]`: the event log's retention and backfill rate.
+    #[serde(default)]
+    pub events: crate::events_config::EventsSection,
+    /// `[listeners."<name>"]`: a listener's start point in the past.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, crate::events_config::ListenerSection>,
 }
 
 /// `[database]`
@@ -151,7 +157,7 @@ pub struct WorkersSection {
     pub poll_interval: Option<DurationValue>,
     /// How long in-flight jobs may finish after SIGTERM.
     pub shutdown_grace: Option<DurationValue>,
-    /// How long completed jobs and old events are kept.
+    /// How long completed jobs are kept (and events, unless `[events] retention` is set).
     pub retention: Option<DurationValue>,
     /// How long dead letters are kept.
     pub dead_letter_retention: Option<DurationValue>,
@@ -511,6 +517,7 @@ impl Settings {
             }
             runtime.poison_after = n;
         }
+        crate::events_config::apply(&file.events, &file.listeners, &mut runtime)?;
         if runtime.shutdown_grace >= runtime.dead_after {
             return Err(ConfigError::Invalid {
                 key: "workers.shutdown_grace".into(),

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contracts;
+pub mod event_commands;
+pub mod events_config;
 pub mod http;
 pub mod telemetry;
 pub mod wiring;
@@ -89,5 +91,6 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Queues { json } => commands::queues(&settings, json).await,
         Command::Schedules { json } => commands::schedules(&settings, json).await,
         Command::Dead { command } => commands::dead(&settings, command).await,
+        Command::Events { command } => event_commands::run(&settings, command).await,
     }
 }

@@ -30,6 +30,8 @@ pub struct ReceivedRequest {
     pub body: Bytes,
     /// The status the receiver answered.
     pub answered: u16,
+    /// When it arrived (this process's monotonic clock).
+    pub received_at: std::time::Instant,
 }
 
 impl ReceivedRequest {
@@ -156,6 +158,7 @@ async fn receive(
         headers,
         body,
         answered,
+        received_at: std::time::Instant::now(),
     });
     StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

@@ -368,6 +368,19 @@ async fn dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_t
         overview.contains("Done / hour") && overview.contains("webhooks"),
         "{overview}"
     );
+    // The last hour as a server-drawn chart beside the numbers: the dead delivery's two
+    // failed attempts, from the database.
+    assert!(
+        overview.contains(
+            "<svg class=\"activity\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" \
+             aria-label=\"webhooks, last hour: 0 completed, 2 failed attempts\""
+        ),
+        "{overview}"
+    );
+    // One bar, or two when the attempts fell either side of a minute's turn.
+    let bars = overview.matches("<rect class=\"failed\"").count();
+    assert!((1..=2).contains(&bars), "{overview}");
+    assert!(!overview.contains("<script"), "no JavaScript");
 
     let refused = form(&http, app.url("/admin/login"), "token=not-the-token")
         .send()

@@ -139,7 +139,7 @@ impl Workspace {
         })
     }
 
-    /// Loads the workspace this xtask was built in (the parent of `xtask/`).
+    /// Loads the workspace xtask runs in (see [`own_root`]).
     ///
     /// # Errors
     /// As [`Workspace::load`].
@@ -174,9 +174,40 @@ impl Workspace {
     }
 }
 
-/// The root of the workspace this xtask was compiled in.
+/// The root of the workspace to work on: the one cargo finds from the current directory
+/// (`cargo locate-project --workspace`), so that two checkouts sharing one
+/// `CARGO_TARGET_DIR` — or a checkout moved after its last build — each check themselves.
+/// Only when cargo finds none there is it the folder this xtask was compiled in.
 #[must_use]
 pub fn own_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::current_dir()
+            .ok()
+            .and_then(|dir| root_from(&dir))
+            .unwrap_or_else(compiled_root)
+    })
+    .clone()
+}
+
+/// The root of the workspace `dir` belongs to, as cargo sees it; `None` outside any.
+#[must_use]
+pub fn root_from(dir: &Path) -> Option<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let manifest = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
+    manifest.parent().map(Path::to_path_buf)
+}
+
+/// The workspace this xtask was compiled in (the parent of `xtask/`).
+fn compiled_root() -> PathBuf {
     let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask_dir
         .parent()

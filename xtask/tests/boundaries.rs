@@ -431,3 +431,35 @@ fn json_format_is_one_document() {
     assert_eq!(doc["violations"][0]["column"], 14);
     assert_eq!(doc["crates"], 5);
 }
+
+// ── Which workspace: the one it runs in ────────────────────────────────────────────────────
+
+#[test]
+fn the_cli_checks_the_workspace_it_runs_in_not_the_one_it_was_compiled_in() {
+    let ws = Fixture::clean("cwd");
+    ws.append(BILLING_TOML, "records.workspace = true\n");
+    for dir in [ws.root.clone(), ws.root.join("crates/billing")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("check-boundaries")
+            .current_dir(&dir)
+            .output()
+            .expect("run xtask");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "from {}: {stdout}",
+            dir.display()
+        );
+        assert!(
+            stdout.contains("`billing` (domain) depends on `records` (domain)"),
+            "from {}: {stdout}",
+            dir.display()
+        );
+    }
+    assert_eq!(
+        xtask::workspace::root_from(&ws.root.join("crates/billing"))
+            .map(|r| r.canonicalize().expect("the found root exists")),
+        Some(ws.root.canonicalize().expect("the fixture exists"))
+    );
+}

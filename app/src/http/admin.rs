@@ -46,6 +46,7 @@ pub fn routes(state: EdgeState) -> Router {
         .route("/admin/dead-letter-groups/{id}/replay", post(replay_group))
         .route("/admin/dead-letters/{id}/replay", post(replay))
         .route("/admin/traces/{correlation_id}", get(trace))
+        .merge(super::admin_events::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -114,7 +115,7 @@ pub fn runtime_error(e: RuntimeError) -> ApiError {
     tag = "admin",
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "`{\"queues\": [...]}`, as `keel queues --json`.", body = serde_json::Value),
+        (status = 200, description = "`{\"queues\": [...]}`, as `keel queues --json`; the `events` queue lists its unfinished replays and backfills under `replays`.", body = serde_json::Value),
         (status = 401, description = "`unauthorized`: no valid `Authorization: Bearer <admin token>` header.", body = ErrorBody),
         (status = 403, description = "`admin_disabled`: no admin token is configured.", body = ErrorBody),
         (status = 500, description = "`internal_error`.", body = ErrorBody),
@@ -127,7 +128,12 @@ async fn queues(State(state): State<EdgeState>) -> Result<Json<Value>, ApiError>
     let stats: Vec<QueueStats> = runtime::admin::queue_stats(rt.db(), rt.time(), &names)
         .await
         .map_err(runtime_error)?;
-    Ok(Json(json!({ "queues": stats })))
+    let replays = runtime::replay::active(rt.db())
+        .await
+        .map_err(runtime_error)?;
+    let queues = runtime::replay::with_replays(&stats, &replays)
+        .map_err(|e| runtime_error(runtime::RuntimeError::Wiring(e.to_string())))?;
+    Ok(Json(json!({ "queues": queues })))
 }
 
 /// Scheduled jobs: expression, zone, next run, last run and the last job's outcome.

@@ -4,6 +4,7 @@
 //! OpenAPI).
 
 pub mod admin;
+pub mod admin_events;
 pub mod correlation;
 pub mod dashboard;
 pub mod health;

@@ -58,6 +58,7 @@ pub fn build() -> OpenApi {
         health::ApiDoc::openapi(),
         metrics::ApiDoc::openapi(),
         admin::ApiDoc::openapi(),
+        super::admin_events::ApiDoc::openapi(),
     ] {
         doc.merge(part);
     }

@@ -59,6 +59,15 @@ pub trait Listener: Send + Sync {
     fn dispatch(&self) -> Dispatch {
         Dispatch::Queued
     }
+
+    /// A start point in the past, for a listener added after the events it needs: at
+    /// start-up the runtime feeds it, once across all replicas and at a capped rate, every
+    /// stored event it consumes that occurred since then, while new events keep flowing.
+    /// Events it already processed are skipped (the inbox). `None` (the default): only
+    /// events published from now on. `[listeners.<name>] backfill_from` overrides it.
+    fn backfill_from(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
 }
 
 /// Where a listener's deliveries of an event run.

@@ -264,9 +264,11 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
+/// Absent: the default page. Present, it must be an integer in range — an empty value
+/// (`?limit=`) is a mistake in the caller's URL, not a request for the default.
 fn parse_limit(raw: Option<&str>) -> Result<i64, RecordError> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(DEFAULT_PAGE),
+    match raw {
+        None => Ok(DEFAULT_PAGE),
         Some(text) => text
             .parse::<i64>()
             .ok()
@@ -295,7 +297,7 @@ fn parse_cursor(raw: Option<&str>) -> Result<Option<Uuid>, RecordError> {
     ),
     responses(
         (status = 200, description = "A page of records.", body = RecordPage),
-        (status = 422, description = "`invalid_limit`, `invalid_cursor`; `invalid_query` for an unknown parameter.", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`: `limit` is not an integer from 1 to 200 (an empty `limit=` included); `invalid_cursor`; `invalid_query` for an unknown parameter.", body = ErrorBody),
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
     )
@@ -621,6 +623,10 @@ mod tests {
             ("/records?limit=0", "invalid_limit"),
             ("/records?limit=201", "invalid_limit"),
             ("/records?limit=ten", "invalid_limit"),
+            ("/records?limit=", "invalid_limit"),
+            ("/records?limit=%20", "invalid_limit"),
+            ("/records?limit=1.5", "invalid_limit"),
+            ("/records?limit=-3", "invalid_limit"),
             ("/records?cursor=zzz", "invalid_cursor"),
             ("/records?page=2", "invalid_query"),
         ] {
@@ -867,6 +873,8 @@ mod tests {
         assert_eq!(parse_limit(None).unwrap(), DEFAULT_PAGE);
         assert_eq!(parse_limit(Some("200")).unwrap(), 200);
         assert!(parse_limit(Some("-1")).is_err());
+        assert!(parse_limit(Some("")).is_err());
+        assert!(parse_limit(Some(" 5")).is_err());
         assert!(parse_cursor(Some("abc")).is_err());
     }
 }

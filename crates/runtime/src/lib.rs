@@ -11,10 +11,12 @@
 //! the listener enqueues its own jobs (`webhooks`, `emails`, …) → workers run those with
 //! retries on the queue's [`policy`], dead-lettering after the last attempt.
 
+pub mod activity;
 pub mod admin;
 pub mod alerts;
 pub mod db_time;
 pub mod error;
+pub mod event_log;
 pub mod idempotency;
 pub mod migrate;
 pub mod outbox;
@@ -22,6 +24,7 @@ mod placeholders;
 pub mod policy;
 pub mod queue;
 pub mod registry;
+pub mod replay;
 pub mod request_log;
 pub mod schedule;
 pub mod schema;
@@ -142,7 +145,7 @@ impl Runtime {
     /// [`RuntimeError::Wiring`] on duplicates or unconfigured queues.
     pub fn install(&self, modules: &[&Module]) -> Result<(), RuntimeError> {
         self.registry
-            .install(modules, &self.db, self.jobs(), &self.config)?;
+            .install(modules, &self.db, &self.time, self.jobs(), &self.config)?;
         self.configure_schedules(modules, &std::collections::BTreeMap::new())
     }
 
@@ -272,12 +275,62 @@ impl Runtime {
                 listen_rx,
             ))
         });
+        self.declare_backfills().await?;
         let pool = WorkerPool::start(shared, queues).await?;
         Ok(Workers {
             pool,
             listen_stop,
             listener,
         })
+    }
+
+    /// Enqueues the next batch of a replay's deliveries (see [`replay::feed`]).
+    ///
+    /// # Errors
+    /// Fails when the database does; nothing of the batch is then written.
+    pub async fn feed_replay(&self, id: &str) -> Result<replay::Fed, replay::ReplayError> {
+        replay::feed(&self.db, &self.time, &self.queue, &self.registry, id).await
+    }
+
+    /// Records every listener's start point in the past (configuration first, then
+    /// `Listener::backfill_from`) as a backfill, once across replicas; the maintenance leader
+    /// feeds them (`replay::feed_backfills`).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Wiring`] when configuration names a listener that does not exist; a
+    /// database error.
+    pub async fn declare_backfills(&self) -> Result<(), RuntimeError> {
+        let known = self.registry.listener_names();
+        if let Some(unknown) = self.config.backfills.keys().find(|n| !known.contains(n)) {
+            return Err(RuntimeError::Wiring(format!(
+                "[listeners.\"{unknown}\"] names no listener (known: {})",
+                known.join(", ")
+            )));
+        }
+        for name in known {
+            let from = self.config.backfills.get(&name).copied().or_else(|| {
+                self.registry
+                    .listener(&name)
+                    .and_then(|l| l.backfill_from())
+            });
+            let Some(from) = from else { continue };
+            match replay::declare_backfill(
+                &self.db,
+                &self.time,
+                &self.registry,
+                &name,
+                from,
+                self.config.backfill_rate,
+            )
+            .await
+            {
+                Ok(true) => tracing::info!(listener = %name, since = %from, "backfill declared"),
+                Ok(false) => {}
+                Err(replay::ReplayError::Runtime(e)) => return Err(e),
+                Err(e) => return Err(RuntimeError::Wiring(e.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Wakes every queue's loop in this process (after a replay, or when a test moved the

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 /// The queues that exist even when the configuration names none.
 pub const DEFAULT_QUEUES: &[&str] = &["events", "webhooks", "emails", "imports"];
 
@@ -96,6 +98,16 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
     /// A queue whose oldest ready job waited longer than this raises a `queue_stale` alert.
     pub stale_queue_after: Duration,
+    /// Stored events (and the inbox entries that say a listener processed them) are kept
+    /// this long (`[events] retention`), apart from the jobs' retention: the log is what
+    /// replays and backfills read, so it may well outlive finished jobs. `None`: as long as
+    /// finished jobs (`retention`), as before the log had a retention of its own.
+    pub event_retention: Option<Duration>,
+    /// Start points in the past set in configuration (`[listeners.<name>] backfill_from`);
+    /// they take precedence over the listener's own `Listener::backfill_from`.
+    pub backfills: BTreeMap<String, DateTime<Utc>>,
+    /// Deliveries per second a backfill feeds at most (`[events] backfill_rate`).
+    pub backfill_rate: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -114,11 +126,19 @@ impl Default for RuntimeConfig {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             stale_queue_after: Duration::from_secs(600),
+            event_retention: None,
+            backfills: BTreeMap::new(),
+            backfill_rate: 50,
         }
     }
 }
 
 impl RuntimeConfig {
+    /// How long stored events are kept: `[events] retention`, else the jobs' retention.
+    pub fn event_retention(&self) -> Duration {
+        self.event_retention.unwrap_or(self.retention)
+    }
+
     /// The effective policy for a job type on a queue.
     pub fn policy_for(&self, queue: &str, job_type: &str) -> QueuePolicy {
         let mut policy = self.queues.get(queue).cloned().unwrap_or_default();

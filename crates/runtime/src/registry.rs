@@ -13,8 +13,10 @@ use events::jobs::JobDetail;
 use events::{Db, EventEnvelope, JobContext, JobError, JobHandler, JobQueue, Listener, Module};
 use serde_json::json;
 
+use crate::db_time::DbTime;
 use crate::error::RuntimeError;
 use crate::policy::RuntimeConfig;
+use crate::replay::{self, Outcome};
 
 /// The queue listener deliveries run on.
 pub const EVENTS_QUEUE: &str = "events";
@@ -35,6 +37,8 @@ struct Inner {
     handlers: HashMap<String, Arc<dyn JobHandler>>,
     /// Event name → the listeners that consume it.
     subscribers: HashMap<String, Vec<Arc<dyn Listener>>>,
+    /// Listener name → the listener (replays and backfills name it).
+    listeners: HashMap<String, Arc<dyn Listener>>,
 }
 
 impl fmt::Debug for Registry {
@@ -64,6 +68,7 @@ impl Registry {
         &self,
         modules: &[&Module],
         db: &Db,
+        time: &DbTime,
         jobs: Arc<dyn JobQueue>,
         config: &RuntimeConfig,
     ) -> Result<(), RuntimeError> {
@@ -92,8 +97,12 @@ impl Registry {
                 let runner = Arc::new(ListenerRunner {
                     listener: listener.clone(),
                     db: db.clone(),
+                    time: time.clone(),
                     jobs: jobs.clone(),
                 });
+                inner
+                    .listeners
+                    .insert(listener.name().to_owned(), listener.clone());
                 if inner.handlers.insert(job_type, runner).is_some() {
                     return Err(RuntimeError::Wiring(format!(
                         "listener `{}` is registered twice",
@@ -128,6 +137,18 @@ impl Registry {
         self.read().handlers.get(job_type).cloned()
     }
 
+    /// The listener with this name.
+    pub fn listener(&self, name: &str) -> Option<Arc<dyn Listener>> {
+        self.read().listeners.get(name).cloned()
+    }
+
+    /// Every listener's name, sorted.
+    pub fn listener_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().listeners.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// The listeners subscribed to an event name.
     pub fn subscribers(&self, event_name: &str) -> Vec<Arc<dyn Listener>> {
         self.read()
@@ -142,6 +163,7 @@ impl Registry {
 struct ListenerRunner {
     listener: Arc<dyn Listener>,
     db: Db,
+    time: DbTime,
     jobs: Arc<dyn JobQueue>,
 }
 
@@ -169,14 +191,52 @@ impl JobHandler for ListenerRunner {
             .map_err(|reason| {
                 JobError::poison(format!("event {event_id} does not decode: {reason}"))
             })?;
-        self.deliver(&envelope).await
+        let replay = Replayed::of(job);
+        self.deliver(&envelope, replay.as_ref()).await
+    }
+
+    async fn dead_lettered(&self, job: &JobContext) {
+        let Some(replay) = Replayed::of(job) else {
+            return;
+        };
+        let counted = async {
+            let mut conn = self.db.pool().acquire().await?;
+            replay::count_delivery(&mut conn, &self.time, &replay.id, Outcome::Failed).await
+        };
+        if let Err(e) = counted.await {
+            tracing::warn!(replay = %replay.id, error = %e, "a dead replay delivery was not counted");
+        }
+    }
+}
+
+/// The replay or backfill a delivery belongs to (`crate::replay`), from its payload.
+struct Replayed {
+    id: String,
+    force: bool,
+}
+
+impl Replayed {
+    fn of(job: &JobContext) -> Option<Self> {
+        let id = job.payload.get("replay")?.as_str()?.to_owned();
+        let force = job
+            .payload
+            .get("force")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        Some(Self { id, force })
     }
 }
 
 impl ListenerRunner {
     /// Delivers `stored`, upcast step by step (`events::catalog::registry()`) to the version
     /// the listener consumes — the same path for a first delivery and a replayed dead letter.
-    async fn deliver(&self, stored: &EventEnvelope) -> Result<JobDetail, JobError> {
+    /// A replay's delivery counts itself in its replay's progress, in the same transaction;
+    /// a forced one runs the listener even when the inbox says it processed the event.
+    async fn deliver(
+        &self,
+        stored: &EventEnvelope,
+        replay: Option<&Replayed>,
+    ) -> Result<JobDetail, JobError> {
         let consumes = self.listener.consumes();
         let envelope = events::catalog::registry()
             .for_listener(stored, &consumes)
@@ -187,8 +247,29 @@ impl ListenerRunner {
             .jobs
             .mark_processed(&mut tx, self.listener.name(), &envelope.id.to_string())
             .await?;
-        if first {
+        // A replay's delivery also has its own inbox entry: run again after its commit (a
+        // lost completion, a rescue), it neither runs a forced listener twice nor counts twice.
+        let again = match replay {
+            Some(r) => {
+                let key = format!("{}:{}", envelope.id, r.id);
+                !self
+                    .jobs
+                    .mark_processed(&mut tx, self.listener.name(), &key)
+                    .await?
+            }
+            None => false,
+        };
+        let run = !again && (first || replay.is_some_and(|r| r.force));
+        if run {
             self.listener.handle(&mut tx, envelope).await?;
+        }
+        if let Some(r) = replay.filter(|_| !again) {
+            let outcome = if run {
+                Outcome::Delivered
+            } else {
+                Outcome::Skipped
+            };
+            replay::count_delivery(&mut tx, &self.time, &r.id, outcome).await?;
         }
         tx.commit().await?;
         Ok(Some(json!({
@@ -196,7 +277,8 @@ impl ListenerRunner {
             "event": format!("{}.v{}", envelope.name, envelope.version),
             "event_id": envelope.id,
             "stored_version": stored.version,
-            "skipped": !first,
+            "skipped": !run,
+            "replay": replay.map(|r| r.id.as_str()),
         })))
     }
 }

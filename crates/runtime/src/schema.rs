@@ -157,6 +157,23 @@ CREATE TABLE keel_idempotency (
         "runtime: count how often a dying worker held a job with no start recorded",
         "ALTER TABLE keel_jobs ADD COLUMN held_at_crash INTEGER NOT NULL DEFAULT 0;",
     ),
+    Migration {
+        version: 2026120320,
+        description: "runtime: a position for every event, in the order the log stored them",
+        sqlite: EVENT_POSITION_SQLITE,
+        postgres: EVENT_POSITION_POSTGRES,
+    },
+    Migration::portable(
+        2026120321,
+        "runtime: replays and backfills of past events to one listener",
+        REPLAYS,
+    ),
+    Migration::portable(
+        2026120322,
+        "runtime: index failed attempts by finish time (the dashboard's last hour)",
+        "CREATE INDEX keel_job_attempts_failed ON keel_job_attempts (finished_at) \
+         WHERE outcome IN ('failed', 'dead', 'lost');",
+    ),
     Migration::portable(
         2026120330,
         "runtime: scheduled jobs' next and last tick",
@@ -168,6 +185,70 @@ CREATE TABLE keel_idempotency (
         "ALTER TABLE keel_jobs ADD COLUMN traceparent TEXT;",
     ),
 ];
+
+/// SQLite has one writer, so a counter row bumped by a trigger in the inserting
+/// transaction numbers events in commit order. The counter is kept apart from the events so
+/// that pruning every event never lets a position be given out twice.
+const EVENT_POSITION_SQLITE: &str = r#"
+ALTER TABLE keel_events ADD COLUMN position BIGINT;
+UPDATE keel_events SET position = (SELECT COUNT(*) FROM keel_events e WHERE e.id <= keel_events.id);
+CREATE UNIQUE INDEX keel_events_position ON keel_events (position);
+CREATE TABLE keel_event_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL);
+INSERT INTO keel_event_positions (id, last) SELECT 1, COALESCE(MAX(position), 0) FROM keel_events;
+CREATE TRIGGER keel_events_position AFTER INSERT ON keel_events WHEN NEW.position IS NULL
+BEGIN
+    UPDATE keel_event_positions SET last = last + 1 WHERE id = 1;
+    UPDATE keel_events SET position = (SELECT last FROM keel_event_positions WHERE id = 1)
+        WHERE rowid = NEW.rowid;
+END;
+"#;
+
+/// A sequence: one `nextval` at insert, never rolled back, never reused. Existing events are
+/// numbered in id order.
+const EVENT_POSITION_POSTGRES: &str = r#"
+ALTER TABLE keel_events ADD COLUMN position BIGINT;
+CREATE SEQUENCE keel_events_position_seq;
+UPDATE keel_events SET position = n.rn
+    FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM keel_events) n
+    WHERE keel_events.id = n.id;
+SELECT setval('keel_events_position_seq', COALESCE((SELECT MAX(position) FROM keel_events), 0) + 1, false);
+ALTER TABLE keel_events ALTER COLUMN position SET DEFAULT nextval('keel_events_position_seq');
+ALTER TABLE keel_events ALTER COLUMN position SET NOT NULL;
+ALTER SEQUENCE keel_events_position_seq OWNED BY keel_events.position;
+CREATE UNIQUE INDEX keel_events_position ON keel_events (position);
+"#;
+
+/// A replay (`keel events replay`) or a backfill (`Listener::backfill_from`): a window of
+/// the log (`after_position`, `to_position`] fed to one listener (on PostgreSQL not before
+/// every transaction in flight when it began has ended: `horizon`), with the last position
+/// fed as its checkpoint — a feeder that dies resumes from there, and pruning keeps every
+/// event a feeding replay still needs. One backfill per listener and start point, whatever
+/// the number of replicas.
+const REPLAYS: &str = r#"
+CREATE TABLE keel_replays (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    listener     TEXT NOT NULL,
+    since_ms     BIGINT NOT NULL,
+    until_ms     BIGINT,
+    forced       INTEGER NOT NULL DEFAULT 0,
+    rate         BIGINT NOT NULL,
+    to_position  BIGINT NOT NULL,
+    horizon      BIGINT,
+    checkpoint   BIGINT NOT NULL,
+    next_run_at  BIGINT NOT NULL,
+    total        BIGINT NOT NULL,
+    enqueued     BIGINT NOT NULL DEFAULT 0,
+    delivered    BIGINT NOT NULL DEFAULT 0,
+    skipped      BIGINT NOT NULL DEFAULT 0,
+    failed       BIGINT NOT NULL DEFAULT 0,
+    state        TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    finished_at  BIGINT
+);
+CREATE UNIQUE INDEX keel_replays_backfill ON keel_replays (listener, since_ms) WHERE kind = 'backfill';
+CREATE INDEX keel_replays_state ON keel_replays (state, finished_at);
+"#;
 
 /// One row per schedule (never more): the next tick on the database's clock, what it was
 /// computed from, and the last tick a job was enqueued for.

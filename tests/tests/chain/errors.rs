@@ -131,6 +131,8 @@ async fn every_bad_input_answers_its_json_error_with_the_right_status(db: TestDb
     expect_error(r, 405, "method_not_allowed").await;
     let r = app.get("/records?limit=0").await;
     expect_error(r, 422, "invalid_limit").await;
+    let r = app.get("/records?limit=").await;
+    expect_error(r, 422, "invalid_limit").await;
 
     // Size: a JSON body over the limit (1 MiB by default).
     let huge = json!({

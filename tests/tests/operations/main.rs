@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod cli;
+mod replay;
 mod schedules;
 mod story;

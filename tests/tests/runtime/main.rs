@@ -15,6 +15,7 @@ mod liveness;
 mod migrations;
 mod outbox;
 mod processes;
+mod replay;
 mod retention;
 mod retries;
 mod schedules;

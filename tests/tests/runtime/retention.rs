@@ -113,3 +113,100 @@ async fn finished_work_is_pruned_after_retention_while_dead_letters_and_their_ev
     );
     workers.shutdown().await;
 }
+
+both_backends!(events_a_feeding_replay_still_needs_outlive_their_retention);
+
+async fn events_a_feeding_replay_still_needs_outlive_their_retention(db: TestDb) {
+    let rt = TestRuntime::builder(&db)
+        .config(|c| {
+            c.retention = Duration::from_secs(3600);
+            c.event_retention = Some(Duration::from_secs(2 * 3600));
+        })
+        .build()
+        .await;
+    let workers = rt.start_workers().await;
+    let mut published = Vec::new();
+    for key in ["a", "b"] {
+        let event = rt
+            .publish(&Happened {
+                key: key.into(),
+                flaky: false,
+            })
+            .await;
+        published.push(event);
+    }
+    tests::eventually(tests::harness::WAIT, "the deliveries to finish", || async {
+        let open = rt
+            .count(
+                "SELECT COUNT(*) FROM keel_jobs WHERE queue = 'events' AND state <> 'completed'",
+                &[],
+            )
+            .await;
+        (open == 0).then_some(())
+    })
+    .await;
+
+    // A replay begins, and its feeder stops before it fed anything.
+    let request = runtime::replay::ReplayRequest {
+        listener: tests::testkit::RECORDING_LISTENER.to_owned(),
+        since: published[0].occurred_at - chrono::Duration::seconds(1),
+        until: None,
+        rate: 100_000,
+        force: false,
+    };
+    let rtm = &rt.runtime;
+    let replay = runtime::replay::start(rtm.db(), rtm.time(), rtm.registry(), &request)
+        .await
+        .unwrap();
+    assert_eq!(replay.total, 2);
+
+    // Past every retention: the jobs go, the events the replay needs stay.
+    rt.advance(Duration::from_secs(3 * 3600));
+    workers.maintain_now().await.unwrap();
+    workers.maintain_now().await.unwrap();
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_jobs", &[]).await, 0);
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_events", &[]).await, 2);
+
+    // Resumed from its checkpoint, it delivers both (the inbox, past its retention too, no
+    // longer remembers them).
+    while rtm.feed_replay(&replay.id).await.unwrap() != runtime::replay::Fed::Done {}
+    let done = tests::eventually(tests::harness::WAIT, "the replay to finish", || async {
+        let p = runtime::replay::progress(rtm.db(), &replay.id)
+            .await
+            .unwrap();
+        p.finished.then_some(p)
+    })
+    .await;
+    assert_eq!((done.enqueued, done.delivered, done.skipped), (2, 2, 0));
+    tests::eventually(
+        tests::harness::WAIT,
+        "the replayed jobs to complete",
+        || async {
+            let open = rt
+            .count(
+                "SELECT COUNT(*) FROM keel_jobs WHERE queue = 'events' AND state <> 'completed'",
+                &[],
+            )
+            .await;
+            (open == 0).then_some(())
+        },
+    )
+    .await;
+
+    // Fed and finished, it holds nothing back any more.
+    rt.advance(Duration::from_secs(3 * 3600));
+    workers.maintain_now().await.unwrap();
+    workers.maintain_now().await.unwrap();
+    assert_eq!(rt.count("SELECT COUNT(*) FROM keel_events", &[]).await, 0);
+    let left: Vec<(String, Option<i64>, i64, i64)> =
+        sqlx::query_as("SELECT state, finished_at, enqueued, delivered FROM keel_replays")
+            .fetch_all(rt.db.pool())
+            .await
+            .unwrap();
+    assert!(
+        left.is_empty(),
+        "finished replays are pruned: {left:?} now {}",
+        rt.now_ms()
+    );
+    workers.shutdown().await;
+}

@@ -8,6 +8,7 @@
 //! token the pages answer 403 and say so. Forms that change state are POSTs that carry the
 //! session's CSRF token. No JavaScript: links and forms do everything.
 
+mod chart;
 mod pages;
 mod schedules;
 mod session;
@@ -283,18 +284,20 @@ async fn overview(State(d): State<Dashboard>, Extension(viewer): Extension<Viewe
     let result = async {
         let stats = runtime::admin::queue_stats(rt.db(), rt.time(), &names).await?;
         let throughput = runtime::admin::throughput(rt.db(), rt.time()).await?;
+        let activity = runtime::activity::last_hour(rt.db(), rt.time(), &names).await?;
         let alive =
             runtime::admin::workers_alive(rt.db(), rt.time(), rt.config().dead_after).await?;
-        Ok::<_, RuntimeError>((stats, throughput, alive))
+        Ok::<_, RuntimeError>((stats, throughput, activity, alive))
     }
     .await;
     match result {
-        Ok((stats, throughput, alive)) => html(
+        Ok((stats, throughput, activity, alive)) => html(
             StatusCode::OK,
             pages::overview(
                 &page(&viewer, "Queues", pages::Section::Queues),
                 &stats,
                 &throughput,
+                &activity,
                 alive,
                 now,
             ),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use runtime::activity::QueueActivity;
 use runtime::admin::{AttemptRecord, DeadLetterGroup, JobRecord, QueueStats, Throughput};
 use runtime::trace::{Trace, TraceNode};
 
@@ -148,11 +149,14 @@ pub fn overview(
     page: &Page<'_>,
     stats: &[QueueStats],
     throughput: &[Throughput],
+    activity: &[QueueActivity],
     workers_alive: i64,
     now: DateTime<Utc>,
 ) -> Markup {
     let done: HashMap<&str, &Throughput> =
         throughput.iter().map(|t| (t.queue.as_str(), t)).collect();
+    let charts: HashMap<&str, &QueueActivity> =
+        activity.iter().map(|a| (a.queue.as_str(), a)).collect();
     let dead: i64 = stats.iter().map(|s| s.dead).sum();
     let waiting: i64 = stats.iter().map(|s| s.ready + s.retrying).sum();
     let last_hour: i64 = throughput.iter().map(|t| t.last_hour).sum();
@@ -176,6 +180,7 @@ pub fn overview(
                         th.num { "Ready" } th.num { "Scheduled" } th.num { "Reserved" } th.num { "Running" }
                         th.num { "Retrying" } th.num { "Dead" } th.num { "Oldest ready" }
                         th.num { "Done / min" } th.num { "Done / hour" }
+                        th { "Last hour: done / failed" }
                     }
                 }
                 tbody {
@@ -194,6 +199,9 @@ pub fn overview(
                             td.num { (s.oldest_ready_age_seconds.map_or_else(|| "—".to_owned(), age)) }
                             td.num { (t.map_or(0, |t| t.last_minute)) }
                             td.num { (t.map_or(0, |t| t.last_hour)) }
+                            td.chart {
+                                @if let Some(a) = charts.get(s.queue.as_str()) { (super::chart::last_hour(a)) }
+                            }
                         }
                     }
                 }

@@ -1,6 +1,6 @@
 //! The maintenance leader: one process at a time rescues jobs of silent workers, retires
-//! them, watches queue age, fires scheduled jobs and prunes — on a task of its own, so none of it can delay a
-//! heartbeat.
+//! them, watches queue age, fires scheduled jobs, feeds listeners' backfills and prunes — on
+//! a task of its own, so none of it can delay a heartbeat.
 //!
 //! Leadership is a lease row (`keel_leases`) taken and renewed at the start of every round,
 //! expiring `dead_after` later on the database's clock. Every state change the leader makes
@@ -62,6 +62,9 @@ pub async fn round(shared: &Shared) -> Result<(), sqlx::Error> {
         step("retire", timeout, rescue::retire_silent_workers(shared)).await,
         step("queue_age", timeout, watch_queue_age(shared)).await,
         step("schedules", timeout, scheduler::fire_due(shared)).await,
+        step("backfill", timeout, feed_backfills(shared))
+            .await
+            .map(drop),
         step(
             "prune",
             timeout + prune_budget(shared),
@@ -142,6 +145,22 @@ pub async fn resign(shared: &Shared) -> Result<(), sqlx::Error> {
         .execute(shared.beat.pool())
         .await?;
     Ok(())
+}
+
+/// Feeds the listeners' backfills (`crate::replay`): only the leader does, so each is fed by
+/// one process at a time.
+async fn feed_backfills(shared: &Shared) -> Result<u64, sqlx::Error> {
+    let queue = crate::queue::SqlJobQueue::new(
+        shared.time.clone(),
+        shared.config.clone(),
+        shared.wakers.clone(),
+    );
+    crate::replay::feed_backfills(&shared.control, &shared.time, &queue, &shared.registry)
+        .await
+        .map_err(|e| match e {
+            crate::replay::ReplayError::Runtime(crate::RuntimeError::Database(e)) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })
 }
 
 /// Raises `queue_stale` for each queue whose oldest ready job has waited too long.

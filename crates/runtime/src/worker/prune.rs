@@ -5,8 +5,10 @@
 //! |---|---|
 //! | finished jobs (`completed`, `cancelled`) and their attempts | `[workers] retention` |
 //! | dead letters and their attempts | `[workers] dead_letter_retention` |
-//! | events no job names as cause any more | `[workers] retention` |
-//! | inbox entries, recorded requests | `[workers] retention` |
+//! | events no job names as cause any more and no feeding replay still needs | `[events] retention` (default: `[workers] retention`) |
+//! | inbox entries | the longer of `[workers] retention` and `[events] retention` |
+//! | recorded requests | `[workers] retention` |
+//! | finished replays and backfills | `[workers] retention` |
 //! | idempotency keys (stored answers) | one day |
 //! | workers stopped long ago | `[workers] retention` |
 //!
@@ -44,10 +46,11 @@ enum Target {
     Requests,
     IdempotencyKeys,
     Workers,
+    Replays,
 }
 
 impl Target {
-    const ALL: [Target; 7] = [
+    const ALL: [Target; 8] = [
         Target::FinishedJobs,
         Target::DeadLetters,
         Target::Events,
@@ -55,6 +58,7 @@ impl Target {
         Target::Requests,
         Target::IdempotencyKeys,
         Target::Workers,
+        Target::Replays,
     ];
 
     fn label(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Target {
             Target::Requests => "requests",
             Target::IdempotencyKeys => "idempotency_keys",
             Target::Workers => "workers",
+            Target::Replays => "replays",
         }
     }
 }
@@ -131,24 +136,39 @@ async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64,
             )
             .await
         }
-        // An event goes once its window has passed and no job names it as cause any more
-        // (its deliveries were pruned; a dead delivery keeps it for replay).
+        // An event goes once its window has passed, no job names it as cause any more (its
+        // deliveries were pruned; a dead delivery keeps it for replay), and no replay or
+        // backfill still feeding has it ahead of its checkpoint.
         Target::Events => {
             delete(
                 shared,
                 "DELETE FROM keel_events WHERE id IN (SELECT e.id FROM keel_events e \
                  WHERE e.occurred_at < NOW_MS - $2 AND NOT EXISTS \
-                 (SELECT 1 FROM keel_jobs j WHERE j.causation_id = e.id) LIMIT $3)",
-                retention,
+                 (SELECT 1 FROM keel_jobs j WHERE j.causation_id = e.id) AND NOT EXISTS \
+                 (SELECT 1 FROM keel_replays r WHERE r.state = 'feeding' \
+                 AND e.position > r.checkpoint AND e.position <= r.to_position) LIMIT $3)",
+                millis(shared.config.event_retention()),
                 batch,
             )
             .await
         }
+        // Kept as long as the events they name, so a replay still skips what was processed.
         Target::Inbox => {
             delete(
                 shared,
                 "DELETE FROM keel_inbox WHERE (handler, key) IN (SELECT handler, key \
                  FROM keel_inbox WHERE processed_at < NOW_MS - $2 LIMIT $3)",
+                retention.max(millis(shared.config.event_retention())),
+                batch,
+            )
+            .await
+        }
+        Target::Replays => {
+            delete(
+                shared,
+                "DELETE FROM keel_replays WHERE id IN (SELECT id FROM keel_replays \
+                 WHERE state IN ('feeding', 'fed', 'cancelled') AND finished_at IS NOT NULL \
+                 AND finished_at < NOW_MS - $2 LIMIT $3)",
                 retention,
                 batch,
             )
