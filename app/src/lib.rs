@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod contracts;
 pub mod http;
+pub mod operator_alerts;
 pub mod telemetry;
 pub mod wiring;
 

@@ -297,6 +297,7 @@ impl Kit {
                 typed::<Limited, _>(Runner { kit: self.clone() }),
             ],
             routes: axum::Router::new(),
+            retention: Vec::new(),
         }
     }
 

@@ -61,6 +61,7 @@ pub fn module(deps: BillingDeps) -> Module {
         listeners: Vec::new(),
         jobs: Vec::new(),
         routes: http::routes(deps),
+        retention: Vec::new(),
     }
 }
 

@@ -1,38 +1,68 @@
-//! The module's routes: create, list and remove webhook endpoints. Each handler carries its
-//! OpenAPI description (`#[utoipa::path]`), gathered by [`ApiDoc`].
+//! The module's routes: create, list and remove webhook endpoints, and the router with the
+//! lifecycle (`http_lifecycle`) and delivery-log (`http_deliveries`) routes. Each handler
+//! carries its OpenAPI description (`#[utoipa::path]`), gathered by [`ApiDoc`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
 use events::http::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
-use events::{Clock, Db};
+use events::{Clock, Db, JobQueue};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{EndpointUrl, EventFilter, InvalidEndpoint, NewEndpoint, WebhookSecret};
-use crate::store;
+use crate::endpoints::{self, DEFAULT_MAX_IN_FLIGHT, EndpointSettings};
+use crate::model::{
+    EndpointSummary, EndpointUrl, EventFilter, InvalidEndpoint, NewEndpoint, WebhookSecret,
+};
+use crate::{NotificationsConfig, http_deliveries, http_lifecycle, store};
 
 /// What the routes share.
 #[derive(Debug, Clone)]
 pub(crate) struct EndpointsState {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
-    pub allow_private_targets: bool,
+    /// Where `recover` enqueues its re-sends.
+    pub jobs: Arc<dyn JobQueue>,
+    /// `[webhooks]`: private targets, rotation grace, recovery rate.
+    pub config: NotificationsConfig,
 }
 
-/// `/webhook-endpoints` and `/webhook-endpoints/{id}`, state applied.
+/// `/webhook-endpoints`, `/webhook-endpoints/{id}` and what hangs below, and
+/// `/webhook-deliveries/{id}`, state applied.
 pub(crate) fn routes(state: EndpointsState) -> Router {
     Router::new()
         .route(
             "/webhook-endpoints",
             get(list_endpoints).post(create_endpoint),
         )
-        .route("/webhook-endpoints/{id}", delete(delete_endpoint))
+        .route(
+            "/webhook-endpoints/{id}",
+            delete(delete_endpoint)
+                .get(http_lifecycle::get_endpoint)
+                .patch(http_lifecycle::update_endpoint),
+        )
+        .route(
+            "/webhook-endpoints/{id}/rotate-secret",
+            post(http_lifecycle::rotate_secret),
+        )
+        .route(
+            "/webhook-endpoints/{id}/recover",
+            post(http_lifecycle::recover),
+        )
+        .route(
+            "/webhook-endpoints/{id}/deliveries",
+            get(http_deliveries::list_deliveries),
+        )
+        .route(
+            "/webhook-deliveries/{id}",
+            get(http_deliveries::get_delivery),
+        )
         .with_state(Arc::new(state))
 }
 
@@ -64,6 +94,23 @@ pub(crate) enum EndpointError {
     /// No live endpoint has this id.
     #[error("webhook endpoint {0} does not exist")]
     NotFound(Uuid),
+    /// No delivery in the log has this id (or it was pruned).
+    #[error("webhook delivery {0} does not exist")]
+    DeliveryNotFound(Uuid),
+    /// A query parameter or body field is out of range or malformed.
+    #[error("{message}")]
+    Query {
+        /// The stable code.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The endpoint is disabled; `recover` needs it enabled.
+    #[error("webhook endpoint {0} is disabled; re-enable it (PATCH {{\"enabled\": true}}) first")]
+    Disabled(Uuid),
+    /// A re-send could not be encoded.
+    #[error("{0}")]
+    Enqueue(String),
     /// The database could not answer.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -79,11 +126,23 @@ impl From<EndpointError> for ApiError {
                     InvalidEndpoint::PrivateTarget { .. } => "private_target",
                     InvalidEndpoint::Events(_) => "unknown_event",
                     InvalidEndpoint::Secret(_) => "invalid_secret",
+                    InvalidEndpoint::Header(_) => "invalid_header",
+                    InvalidEndpoint::Throttle(_) => "invalid_throttle",
                 };
                 ApiError::invalid(code, message)
             }
             EndpointError::NotFound(_) => {
                 ApiError::not_found("webhook_endpoint_not_found", message)
+            }
+            EndpointError::DeliveryNotFound(_) => {
+                ApiError::not_found("webhook_delivery_not_found", message)
+            }
+            EndpointError::Query { code, .. } => ApiError::invalid(code, message),
+            EndpointError::Disabled(_) => {
+                ApiError::new(StatusCode::CONFLICT, "webhook_endpoint_disabled", message)
+            }
+            EndpointError::Enqueue(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
             }
             EndpointError::Database(db) => ApiError::from_database(&db),
         }
@@ -109,36 +168,87 @@ struct CreateEndpoint {
     /// The signing secret, `whsec_` + base64 of 24 to 64 bytes; generated when absent.
     #[serde(default)]
     secret: Option<String>,
+    /// Free text for people (e.g. who owns the receiver).
+    #[serde(default)]
+    description: Option<String>,
+    /// Static headers sent with every delivery; names Keel sets (`webhook-*`,
+    /// `content-type`, `traceparent`, `x-correlation-id`, …) are refused.
+    #[serde(default)]
+    #[schema(example = json!({"x-tenant": "acme"}))]
+    headers: Option<BTreeMap<String, String>>,
+    /// Deliveries to this endpoint at once (1–64, default 4).
+    #[serde(default)]
+    max_in_flight: Option<u32>,
+    /// Deliveries started per second at most; unlimited when absent.
+    #[serde(default)]
+    rate_limit: Option<u32>,
 }
 
 /// A webhook endpoint just created, with its signing secret (shown this once).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CreatedEndpoint {
+    /// The endpoint.
+    #[serde(flatten)]
+    endpoint: ListedEndpoint,
+    /// The signing secret (`whsec_…`).
+    secret: String,
+}
+
+/// A webhook endpoint as listed (without its secret).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ListedEndpoint {
     /// The endpoint's id.
     id: Uuid,
     /// Where deliveries go.
     url: String,
     /// The events it receives; `["*"]` for all.
     events: Vec<String>,
-    /// The signing secret (`whsec_…`).
-    secret: String,
+    /// Free text for people.
+    description: String,
+    /// `enabled`, or `disabled`: a disabled endpoint gets no new deliveries.
+    #[schema(example = "enabled")]
+    status: &'static str,
+    /// Why it was disabled: `gone` (the receiver answered 410), `failing` (every delivery
+    /// failed for `[webhooks] disable_after`) or `manual`.
+    disabled_reason: Option<String>,
+    /// When it was disabled (RFC 3339).
+    #[schema(format = DateTime)]
+    disabled_at: Option<String>,
+    /// While a rotated-out secret still signs (both signatures are sent): until when.
+    #[schema(format = DateTime)]
+    previous_secret_until: Option<String>,
+    /// Static headers sent with every delivery.
+    headers: BTreeMap<String, String>,
+    /// Deliveries to it at once.
+    max_in_flight: u32,
+    /// Deliveries started per second at most, when limited.
+    rate_limit: Option<u32>,
     /// When it was created (RFC 3339, UTC, milliseconds).
     #[schema(format = DateTime)]
     created_at: String,
 }
 
-/// A webhook endpoint as listed (without its secret).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct ListedEndpoint {
-    /// The endpoint's id.
-    id: Uuid,
-    /// Where deliveries go.
-    url: String,
-    /// The events it receives; `["*"]` for all.
-    events: Vec<String>,
-    /// When it was created (RFC 3339, UTC, milliseconds).
-    #[schema(format = DateTime)]
-    created_at: String,
+impl From<EndpointSummary> for ListedEndpoint {
+    fn from(e: EndpointSummary) -> Self {
+        Self {
+            id: e.id,
+            url: e.url,
+            events: e.events,
+            description: e.description,
+            status: if e.disabled_at.is_some() {
+                "disabled"
+            } else {
+                "enabled"
+            },
+            disabled_reason: e.disabled_reason,
+            disabled_at: e.disabled_at.map(rfc3339),
+            previous_secret_until: e.previous_secret_until.map(rfc3339),
+            headers: e.settings.headers,
+            max_in_flight: e.settings.max_in_flight,
+            rate_limit: e.settings.rate_limit,
+            created_at: rfc3339(e.created_at),
+        }
+    }
 }
 
 /// The answer of `GET /webhook-endpoints`.
@@ -159,7 +269,7 @@ struct EndpointList {
         (status = 400, description = "`malformed_json`: the body is not JSON.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over the limit.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_url`, `private_target` (the URL names a private address), `unknown_event`, `invalid_secret`; `invalid_body` for unknown fields, wrong types or missing fields.", body = ErrorBody),
+        (status = 422, description = "`invalid_url`, `private_target` (the URL names a private address), `unknown_event`, `invalid_secret`, `invalid_header` (malformed, or one Keel sets), `invalid_throttle`; `invalid_body` for unknown fields, wrong types or missing fields.", body = ErrorBody),
         (status = 500, description = "`internal_error`.", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry shortly.", body = ErrorBody)
     )
@@ -168,8 +278,14 @@ async fn create_endpoint(
     State(state): State<Arc<EndpointsState>>,
     ApiJson(request): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, ApiJson<CreatedEndpoint>), EndpointError> {
-    let url = EndpointUrl::parse(&request.url, state.allow_private_targets)?;
+    let url = EndpointUrl::parse(&request.url, state.config.allow_private_targets)?;
     let events = EventFilter::parse(request.events)?;
+    let settings = EndpointSettings::parse(
+        request.headers.unwrap_or_default(),
+        request.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+        request.rate_limit,
+    )?;
+    let description = request.description.unwrap_or_default();
     let secret = match request.secret.as_deref() {
         Some(raw) => WebhookSecret::parse(raw)?,
         None => WebhookSecret::generate(),
@@ -183,17 +299,25 @@ async fn create_endpoint(
     };
     let mut tx = state.db.begin().await?;
     store::insert_endpoint(&mut tx, &endpoint).await?;
+    endpoints::save_settings(&mut tx, endpoint.id, &description, &settings).await?;
     tx.commit().await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
 
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedEndpoint {
-            id: endpoint.id,
-            url: endpoint.url.as_str().to_owned(),
-            events: endpoint.events.names().to_vec(),
+            endpoint: ListedEndpoint::from(EndpointSummary {
+                id: endpoint.id,
+                url: endpoint.url.as_str().to_owned(),
+                events: endpoint.events.names().to_vec(),
+                created_at: endpoint.created_at,
+                description,
+                disabled_at: None,
+                disabled_reason: None,
+                previous_secret_until: None,
+                settings,
+            }),
             secret: endpoint.secret.expose().to_owned(),
-            created_at: rfc3339(endpoint.created_at),
         }),
     ))
 }
@@ -215,12 +339,7 @@ async fn list_endpoints(
     let items = store::list_endpoints(state.db.pool())
         .await?
         .into_iter()
-        .map(|e| ListedEndpoint {
-            id: e.id,
-            url: e.url,
-            events: e.events,
-            created_at: rfc3339(e.created_at),
-        })
+        .map(ListedEndpoint::from)
         .collect();
     Ok(ApiJson(EndpointList { items }))
 }
@@ -253,7 +372,7 @@ async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -277,7 +396,11 @@ mod tests {
         routes(EndpointsState {
             db: test_db().await,
             clock: fixed_clock(),
-            allow_private_targets,
+            jobs: Arc::new(events::testing::RecordingJobQueue::default()),
+            config: NotificationsConfig {
+                allow_private_targets,
+                ..NotificationsConfig::default()
+            },
         })
     }
 
@@ -337,9 +460,99 @@ mod tests {
                 "id": created["id"],
                 "url": "https://hooks.example.com/keel",
                 "events": ["record.created", "invoice.paid"],
+                "description": "",
+                "status": "enabled",
+                "disabled_reason": null,
+                "disabled_at": null,
+                "previous_secret_until": null,
+                "headers": {},
+                "max_in_flight": 4,
+                "rate_limit": null,
                 "created_at": "2025-11-26T09:40:00.000Z",
             }]})
         );
+        assert!(!listed.to_string().contains(secret));
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_is_edited_disabled_re_enabled_and_rotated_without_listing_secrets() {
+        let app = app(false).await;
+        let (_, created) = call(
+            &app,
+            "POST",
+            "/webhook-endpoints",
+            Some(json!({"url": "https://a.example/", "events": ["*"], "rate_limit": 5})),
+        )
+        .await;
+        let uri = format!("/webhook-endpoints/{}", created["id"].as_str().unwrap());
+
+        let (status, patched) = call(
+            &app,
+            "PATCH",
+            &uri,
+            Some(json!({"url": "https://b.example/", "events": ["invoice.paid"], "description": "billing", "enabled": false, "headers": {"X-Tenant": "acme"}, "rate_limit": null})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{patched}");
+        assert_eq!(patched["url"], "https://b.example/");
+        assert_eq!(patched["events"], json!(["invoice.paid"]));
+        assert_eq!(patched["description"], "billing");
+        assert_eq!(patched["status"], "disabled");
+        assert_eq!(patched["disabled_reason"], "manual");
+        assert_eq!(patched["disabled_at"], "2025-11-26T09:40:00.000Z");
+        assert_eq!(patched["headers"], json!({"x-tenant": "acme"}));
+        assert_eq!(patched["rate_limit"], Value::Null);
+
+        let (status, refused) = call(
+            &app,
+            "PATCH",
+            &uri,
+            Some(json!({"headers": {"webhook-signature": "v1,forged"}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused["error"]["code"], "invalid_header");
+
+        let (status, recover) = call(
+            &app,
+            "POST",
+            &format!("{uri}/recover"),
+            Some(json!({"since": "2025-01-01T00:00:00Z"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(recover["error"]["code"], "webhook_endpoint_disabled");
+
+        let (_, enabled) = call(&app, "PATCH", &uri, Some(json!({"enabled": true}))).await;
+        assert_eq!(enabled["status"], "enabled");
+        assert_eq!(enabled["disabled_reason"], Value::Null);
+
+        let (status, rotated) = call(&app, "POST", &format!("{uri}/rotate-secret"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let new_secret = rotated["secret"].as_str().unwrap();
+        assert_ne!(new_secret, created["secret"].as_str().unwrap());
+        assert_eq!(rotated["previous_secret_until"], "2025-11-27T09:40:00.000Z");
+        let (_, read) = call(&app, "GET", &uri, None).await;
+        assert_eq!(read["previous_secret_until"], "2025-11-27T09:40:00.000Z");
+        assert!(!read.to_string().contains(new_secret));
+        assert!(
+            !read
+                .to_string()
+                .contains(created["secret"].as_str().unwrap())
+        );
+
+        let (status, missing) = call(
+            &app,
+            "GET",
+            &format!("/webhook-deliveries/{}", Uuid::now_v7()),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(missing["error"]["code"], "webhook_delivery_not_found");
+        let (status, bad) = call(&app, "GET", &format!("{uri}/deliveries?status=lost"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad["error"]["code"], "invalid_status");
     }
 
     #[tokio::test]

@@ -56,6 +56,7 @@ pub fn module(deps: RecordsDeps) -> Module {
         listeners: Vec::new(),
         jobs: vec![import_job],
         routes: http::routes(deps),
+        retention: Vec::new(),
     }
 }
 

@@ -35,6 +35,8 @@ struct Inner {
     handlers: HashMap<String, Arc<dyn JobHandler>>,
     /// Event name → the listeners that consume it.
     subscribers: HashMap<String, Vec<Arc<dyn Listener>>>,
+    /// The modules' growing tables, pruned by the leader.
+    retention: Vec<events::Retention>,
 }
 
 impl fmt::Debug for Registry {
@@ -69,6 +71,7 @@ impl Registry {
     ) -> Result<(), RuntimeError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for module in modules {
+            inner.retention.extend(module.retention.iter().cloned());
             for handler in &module.jobs {
                 let job_type = handler.job_type().to_owned();
                 if !config.queues.contains_key(handler.queue()) {
@@ -113,6 +116,11 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The modules' tables the leader prunes beside the runtime's own.
+    pub fn retention(&self) -> Vec<events::Retention> {
+        self.read().retention.clone()
     }
 
     /// Registers one extra handler (the runtime's own jobs, or a test's).
