@@ -15,4 +15,5 @@ mod health;
 mod imports;
 mod ssrf;
 mod trace;
+mod webhook_endpoints;
 mod webhooks;
