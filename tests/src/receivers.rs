@@ -150,12 +150,10 @@ impl HttpReceiver {
 
     /// Answers `status` with `Retry-After: <retry_after>` to the next `times` requests.
     pub fn answer_next_retry_after(&self, times: usize, status: u16, retry_after: &str) {
-        lock(&self.shared.script)
-            .queued
-            .extend(std::iter::repeat_n(
-                (status, Some(retry_after.to_owned())),
-                times,
-            ));
+        lock(&self.shared.script).queued.extend(std::iter::repeat_n(
+            (status, Some(retry_after.to_owned())),
+            times,
+        ));
     }
 
     /// Takes `delay` to answer each request from now on (a slow receiver).
@@ -189,7 +187,10 @@ async fn receive(
     let ((answered, retry_after), delay) = {
         let mut script = lock(&shared.script);
         let then = script.then;
-        (script.queued.pop_front().unwrap_or((then, None)), script.delay)
+        (
+            script.queued.pop_front().unwrap_or((then, None)),
+            script.delay,
+        )
     };
     let concurrent = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     lock(&shared.requests).push(ReceivedRequest {

@@ -26,6 +26,7 @@ mod jobs;
 mod listeners;
 mod migrations;
 mod model;
+pub mod report;
 mod request;
 pub mod signing;
 mod ssrf;

@@ -158,7 +158,10 @@ async fn a_410_disables_the_endpoint_with_a_signed_alert_and_recover_resends_wha
         ids.contains(&gone[0].header("webhook-id").unwrap()),
         "the failed message keeps its webhook-id: {ids:?}"
     );
-    let records: Vec<Value> = resent.iter().map(|r| r.json()["data"]["record_id"].clone()).collect();
+    let records: Vec<Value> = resent
+        .iter()
+        .map(|r| r.json()["data"]["record_id"].clone())
+        .collect();
     assert!(records.contains(&first["id"]) && records.contains(&second["id"]));
     let succeeded = wait_for_deliveries(&app, &id, "?status=succeeded", 2).await;
 
@@ -294,7 +297,10 @@ async fn a_slow_receiver_holds_only_its_own_slots_and_waiting_for_them_spends_no
     assert!(
         slow_requests.iter().all(|r| r.concurrent == 1),
         "max_in_flight = 1: {:?}",
-        slow_requests.iter().map(|r| r.concurrent).collect::<Vec<_>>()
+        slow_requests
+            .iter()
+            .map(|r| r.concurrent)
+            .collect::<Vec<_>>()
     );
     let logged = wait_for_deliveries(&app, &slow_id, "?status=succeeded", 4).await;
     assert!(logged.iter().all(|d| d["attempts"] == 1), "{logged:?}");
@@ -449,7 +455,10 @@ async fn custom_headers_go_under_the_signed_ones_and_an_oversized_body_is_never_
         json!({"url": receiver.url("/"), "events": ["*"], "headers": {"X-Tenant": "acme"}, "description": "tenant acme"}),
     )
     .await;
-    assert_eq!(endpoint(&app, &id).await["headers"], json!({"x-tenant": "acme"}));
+    assert_eq!(
+        endpoint(&app, &id).await["headers"],
+        json!({"x-tenant": "acme"})
+    );
 
     app.create_record("Small", "s@example.com").await;
     let request = receiver.wait_for(1, WITHIN).await.remove(0);
@@ -470,7 +479,11 @@ async fn custom_headers_go_under_the_signed_ones_and_an_oversized_body_is_never_
     let error = detail["attempt_log"][0]["error"].as_str().unwrap();
     assert!(error.contains("max_payload_bytes"), "{error}");
     app.settle(WITHIN).await;
-    assert_eq!(receiver.requests().len(), 1, "the oversized body was never sent");
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "the oversized body was never sent"
+    );
     app.shutdown().await;
 }
 
@@ -515,8 +528,10 @@ async fn the_delivery_log_filters_pages_and_is_pruned_by_its_retention(db: TestD
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert_eq!(second["next_cursor"], Value::Null);
     expect_error(
-        app.get(&format!("/webhook-endpoints/{id}/deliveries?since=yesterday"))
-            .await,
+        app.get(&format!(
+            "/webhook-endpoints/{id}/deliveries?since=yesterday"
+        ))
+        .await,
         422,
         "invalid_time",
     )

@@ -23,6 +23,8 @@ pub enum Section {
     Dead,
     /// `/admin/trace`.
     Trace,
+    /// `/admin/webhooks` and an endpoint's page.
+    Webhooks,
 }
 
 /// What every signed-in page needs besides its content.
@@ -54,11 +56,12 @@ fn document(title: &str, body: Markup) -> Markup {
 }
 
 /// A signed-in page: header with navigation, the flash, then `content`.
-fn layout(page: &Page<'_>, content: Markup) -> Markup {
+pub(super) fn layout(page: &Page<'_>, content: Markup) -> Markup {
     let nav = [
         (Section::Queues, "/admin", "Queues"),
         (Section::Dead, "/admin/dead", "Dead letters"),
         (Section::Trace, "/admin/trace", "Trace"),
+        (Section::Webhooks, "/admin/webhooks", "Webhooks"),
     ];
     document(
         page.title,
@@ -482,12 +485,12 @@ fn detail_text(a: &AttemptRecord) -> String {
     out.trim_end().to_owned()
 }
 
-fn state_badge(state: &str) -> Markup {
+pub(super) fn state_badge(state: &str) -> Markup {
     let class = match state {
-        "completed" => "ok",
-        "dead" | "failed" | "lost" => "bad",
-        "running" | "retrying" => "warn",
-        "available" | "scheduled" => "info",
+        "completed" | "succeeded" | "enabled" => "ok",
+        "dead" | "failed" | "lost" | "disabled" => "bad",
+        "running" | "retrying" | "failing" | "skipped" => "warn",
+        "available" | "scheduled" | "pending" => "info",
         _ => "plain",
     };
     html! { span class={ "badge " (class) } { (state) } }
@@ -501,7 +504,7 @@ fn status_class(status: i32) -> &'static str {
     }
 }
 
-fn clock(t: DateTime<Utc>) -> String {
+pub(super) fn clock(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
