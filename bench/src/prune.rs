@@ -61,6 +61,7 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Value> {
         listeners: Vec::new(),
         jobs: Vec::new(),
         routes: axum::Router::new(),
+        retention: Vec::new(),
     };
     rt.migrate(&[&module]).await?;
     rt.install(&[&module])?;

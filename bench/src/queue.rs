@@ -179,6 +179,7 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
             started: started_tx,
         })],
         routes: axum::Router::new(),
+        retention: Vec::new(),
     };
     let rt = replica(opts, fresh).await?;
     rt.migrate(&[&module]).await?;

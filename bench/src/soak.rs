@@ -235,6 +235,7 @@ async fn soak(
         listeners: vec![Arc::new(OnTick(Arc::clone(&tally)))],
         jobs: vec![Arc::new(Noop(Arc::clone(&tally)))],
         routes: axum::Router::new(),
+        retention: Vec::new(),
     };
     rt.migrate(&[&module]).await?;
     rt.install(&[&module])?;
