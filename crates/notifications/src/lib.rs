@@ -20,8 +20,6 @@ mod delivery_log;
 mod email;
 mod endpoints;
 mod http;
-mod http_deliveries;
-mod http_lifecycle;
 mod jobs;
 mod listeners;
 mod migrations;
@@ -140,10 +138,7 @@ pub enum NotificationsError {
 /// The module's part of the API's OpenAPI document: `/webhook-endpoints`, generated from the
 /// handlers and the request and response types.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = <http::ApiDoc as utoipa::OpenApi>::openapi();
-    doc.merge(<http_lifecycle::ApiDoc as utoipa::OpenApi>::openapi());
-    doc.merge(<http_deliveries::ApiDoc as utoipa::OpenApi>::openapi());
-    doc
+    http::openapi()
 }
 
 /// Builds the notifications module: its routes, listeners, jobs and migrations.

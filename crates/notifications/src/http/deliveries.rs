@@ -9,8 +9,8 @@ use events::http::{ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::{EndpointError, EndpointsState, rfc3339};
 use crate::delivery_log::{self, DeliveryFilter, DeliveryStatus, DeliverySummary, LoggedAttempt};
-use crate::http::{EndpointError, EndpointsState, rfc3339};
 use crate::store;
 
 /// Deliveries a page holds when the caller does not say.

@@ -12,9 +12,9 @@ use events::http::{ApiJson, ApiPath, ErrorBody, ErrorDetail};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+use super::{EndpointError, EndpointsState, ListedEndpoint, rfc3339};
 use crate::delivery_log;
 use crate::endpoints::{self, EndpointSettings};
-use crate::http::{EndpointError, EndpointsState, ListedEndpoint, rfc3339};
 use crate::model::{EndpointUrl, EventFilter, WebhookSecret};
 use crate::store;
 
