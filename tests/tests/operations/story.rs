@@ -143,6 +143,23 @@ async fn a_broken_receiver_is_seen_alerted_replayed_and_traced(db: TestDb) {
             &[("status_class", "5xx")]
         ) >= Some(2.0)
     );
+    // Per endpoint, labelled by its id and never by its URL.
+    let endpoint_id = [("endpoint_id", endpoint["id"].as_str().unwrap())];
+    for name in [
+        "keel_webhook_endpoint_attempts_total",
+        "keel_webhook_endpoint_failures_total",
+    ] {
+        assert_eq!(
+            metric(&text, name, &endpoint_id),
+            Some(2.0),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        text.contains("keel_webhook_endpoint_duration_seconds_bucket{endpoint_id="),
+        "{text}"
+    );
+    assert!(!text.contains(&receiver.url("/hook")), "no URL in labels");
     assert!(
         metric(
             &text,
