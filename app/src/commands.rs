@@ -15,7 +15,7 @@ use crate::wiring::{self, Wired};
 
 /// Connects for an operator command. It never migrates: inspecting production with a newer
 /// binary must not change its schema — a database behind the binary is refused instead.
-async fn connect(settings: &Settings) -> anyhow::Result<Wired> {
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Wired> {
     let wired = wiring::wire(settings, wiring::system_clock()).await?;
     let pending = wired
         .pending_migrations()

@@ -13,6 +13,7 @@ pub mod contracts;
 pub mod http;
 pub mod operator_alerts;
 pub mod telemetry;
+pub mod webhook_commands;
 pub mod wiring;
 
 use anyhow::Context;
@@ -78,5 +79,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::trace(&settings, &correlation_id, json).await,
         Command::Queues { json } => commands::queues(&settings, json).await,
         Command::Dead { command } => commands::dead(&settings, command).await,
+        Command::Webhooks { command } => webhook_commands::webhooks(&settings, command).await,
     }
 }

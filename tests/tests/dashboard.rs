@@ -377,6 +377,39 @@ async fn dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_t
         .unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(bearer.text().await.unwrap().contains(DELIVER));
+    // The webhook pages, on either backend: the endpoint's page shows its failed attempts.
+    let endpoints = app
+        .get("/webhook-endpoints")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let endpoint_id = endpoints["items"][0]["id"].as_str().unwrap().to_owned();
+    let anonymous = http
+        .get(app.url(&format!("/admin/webhooks/{endpoint_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    let page = http
+        .get(app.url(&format!("/admin/webhooks/{endpoint_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("0.0 %") && page.contains("receiver answered 500"),
+        "{page}"
+    );
+    let missing = http
+        .get(app.url("/admin/webhooks/no-such-endpoint"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let wrong = http
         .get(app.url("/admin"))
         .bearer_auth("not-the-token")

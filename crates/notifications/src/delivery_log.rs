@@ -290,7 +290,7 @@ pub(crate) async fn success_counts(
     since: DateTime<Utc>,
 ) -> Result<(i64, i64), sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COALESCE(SUM(succeeded), 0) AS ok, COUNT(*) AS total \
+        "SELECT CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS ok, COUNT(*) AS total \
          FROM notifications_webhook_attempts WHERE endpoint_id = $1 AND attempted_at >= $2",
     )
     .bind(endpoint.to_string())

@@ -14,7 +14,7 @@ use crate::store;
 const PAGE_DELIVERIES: i64 = 50;
 
 /// One endpoint as the dashboard lists it (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointRow {
     /// Its id.
     pub id: Uuid,
@@ -49,7 +49,7 @@ impl From<EndpointSummary> for EndpointRow {
 }
 
 /// One attempt of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AttemptRow {
     /// When it started.
     pub attempted_at: DateTime<Utc>,
@@ -64,7 +64,7 @@ pub struct AttemptRow {
 }
 
 /// One message's delivery to the endpoint, with its attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryRow {
     /// The log entry's id.
     pub id: Uuid,
@@ -81,7 +81,7 @@ pub struct DeliveryRow {
 }
 
 /// Everything the endpoint's page shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointReport {
     /// The endpoint.
     pub endpoint: EndpointRow,
