@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,13 +11,10 @@ use axum::http::{HeaderMap as AxumHeaders, StatusCode as AxumStatus};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chrono::DateTime;
 use events::jobs::FailureKind;
 use events::queries::{ImportSummary, InvoiceSummary, RecordSummary};
 use events::{CorrelationId, TraceContext};
-
-use std::time::Duration;
-
-use chrono::DateTime;
 
 use super::*;
 use crate::request::client;
@@ -300,6 +298,104 @@ async fn a_410_cancels_the_delivery() {
     assert_eq!(err.kind, FailureKind::Cancel);
     assert_eq!(err.reason, "receiver answered 410 Gone");
     assert_eq!(err.detail.unwrap()["status"], 410);
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_announces_it_and_later_deliveries_are_skipped() {
+    let db = test_db().await;
+    let rx = receiver(410, "gone").await;
+    let endpoint = add_endpoint(&db, &format!("http://{}/hook", rx.addr), &["*"], 1).await;
+    let outbox = Arc::new(events::testing::RecordingOutbox::default());
+    let config = config(true, Duration::from_secs(10));
+    let deliverer = Deliverer::new(
+        client(&config).unwrap(),
+        db.clone(),
+        fixed_clock(),
+        empty_ports(),
+        outbox.clone(),
+        config,
+    );
+    deliverer
+        .handle(record_job(endpoint, Uuid::now_v7()), &ctx("c"))
+        .await
+        .unwrap_err();
+    assert_eq!(outbox.names(), ["endpoint.disabled"]);
+    assert_eq!(
+        outbox.published()[0].payload,
+        json!({"endpoint_id": endpoint, "reason": "gone"})
+    );
+    let shown = store::find_endpoint(db.pool(), endpoint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown.disabled_reason.as_deref(), Some("gone"));
+
+    let later = record_job(endpoint, Uuid::now_v7());
+    let err = deliverer
+        .handle(later.clone(), &ctx("c"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Cancel);
+    assert_eq!(err.reason, "webhook endpoint is disabled");
+    assert_eq!(
+        rx.seen.lock().unwrap().len(),
+        1,
+        "nothing sent once disabled"
+    );
+    let logged = delivery_log::list(db.pool(), endpoint, &Default::default(), 10)
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = logged.iter().map(|d| d.status.as_str()).collect();
+    assert_eq!(statuses, ["skipped", "failed"]);
+}
+
+#[tokio::test]
+async fn during_a_rotation_both_secrets_sign_and_a_busy_endpoint_defers_without_a_request() {
+    let db = test_db().await;
+    let rx = receiver(200, "ok").await;
+    let endpoint = add_endpoint(&db, &format!("http://{}/hook", rx.addr), &["*"], 1).await;
+    let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    sqlx::query("UPDATE notifications_webhook_endpoints SET secret = $1")
+        .bind(old)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let new = WebhookSecret::generate();
+    let mut tx = db.begin().await.unwrap();
+    let until = fixed_clock().now() + chrono::TimeDelta::hours(1);
+    assert!(
+        endpoints::rotate(&mut tx, endpoint, &new, until)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let deliverer = deliverer(&db, true, Duration::from_secs(10), empty_ports()).await;
+    let job = record_job(endpoint, Uuid::now_v7());
+    deliverer.handle(job.clone(), &ctx("c")).await.unwrap();
+    let (headers, body) = rx.seen.lock().unwrap()[0].clone();
+    let msg_id = format!("msg_{}", job.event_id);
+    let old_key = STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    assert_eq!(
+        headers["webhook-signature"].to_str().unwrap(),
+        format!(
+            "{} {}",
+            sign(new.key(), &msg_id, 1_614_265_330, &body),
+            sign(&old_key, &msg_id, 1_614_265_330, &body)
+        )
+    );
+
+    // Every slot of the endpoint taken: the delivery is handed back, unspent, unsent.
+    let permits: Vec<_> = (0..4)
+        .map(|_| deliverer.throttle.enter(endpoint, 4, None).unwrap())
+        .collect();
+    let err = deliverer
+        .handle(record_job(endpoint, Uuid::now_v7()), &ctx("c"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Deferred);
+    assert!(err.delay.is_some());
+    assert_eq!(rx.seen.lock().unwrap().len(), 1);
+    drop(permits);
 }
 
 #[tokio::test]
