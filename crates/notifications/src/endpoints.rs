@@ -359,6 +359,52 @@ mod tests {
         assert!(EndpointSettings::parse(headers(&[("x-a", "line\nbreak")]), 4, None).is_err());
     }
 
+    #[tokio::test]
+    async fn an_endpoint_is_disabled_only_after_failing_for_disable_after_without_a_success() {
+        let db = crate::store::tests::test_db().await;
+        let id = crate::store::tests::add_endpoint(&db, "https://a.example/", &["*"], 1).await;
+        let recording = Arc::new(events::testing::RecordingOutbox::default());
+        let outbox: Arc<dyn Outbox> = recording.clone();
+        let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        let after = std::time::Duration::from_secs(100);
+
+        assert_eq!(
+            record_failure(&db, &outbox, id, false, at(1_000), after)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            record_failure(&db, &outbox, id, false, at(1_099), after)
+                .await
+                .unwrap(),
+            None
+        );
+        // A success forgets the failures: the clock starts again at the next one.
+        mark_succeeded(db.pool(), id).await.unwrap();
+        assert_eq!(
+            record_failure(&db, &outbox, id, false, at(1_150), after)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(recording.names().is_empty());
+        assert_eq!(
+            record_failure(&db, &outbox, id, false, at(1_250), after)
+                .await
+                .unwrap(),
+            Some(EndpointDisabledReason::Failing)
+        );
+        // Already disabled: nothing more is announced.
+        assert_eq!(
+            record_failure(&db, &outbox, id, true, at(1_300), after)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(recording.names(), ["endpoint.disabled"]);
+    }
+
     #[test]
     fn throttling_limits_are_bounded() {
         assert!(EndpointSettings::parse(BTreeMap::new(), 0, None).is_err());

@@ -265,6 +265,8 @@ pub(crate) struct DeliveryTarget {
     pub deleted: bool,
     /// Whether the endpoint is disabled; its pending deliveries are skipped.
     pub disabled: bool,
+    /// Whether its last delivery failed (a success then clears that).
+    pub failing: bool,
     /// The previous secret and until when (unix ms) it still signs, during a rotation.
     pub previous_secret: Option<(String, i64)>,
     /// Headers and throttling.

@@ -185,8 +185,9 @@ pub(crate) async fn delivery_target(
     id: Uuid,
 ) -> Result<Option<DeliveryTarget>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT url, secret, deleted_at, disabled_at, previous_secret, previous_secret_until, \
-         headers, max_in_flight, rate_limit FROM notifications_webhook_endpoints WHERE id = $1",
+        "SELECT url, secret, deleted_at, disabled_at, failing_since, previous_secret, \
+         previous_secret_until, headers, max_in_flight, rate_limit \
+         FROM notifications_webhook_endpoints WHERE id = $1",
     )
     .bind(id.to_string())
     .fetch_optional(pool)
@@ -199,6 +200,7 @@ pub(crate) async fn delivery_target(
             secret: row.try_get("secret")?,
             deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
             disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+            failing: row.try_get::<Option<i64>, _>("failing_since")?.is_some(),
             previous_secret: previous.zip(until),
             settings: EndpointSettings::from_columns(
                 &row.try_get::<String, _>("headers")?,

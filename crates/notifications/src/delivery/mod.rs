@@ -274,7 +274,10 @@ impl HandleJob<DeliverWebhook> for Deliverer {
                 });
                 if status.is_success() {
                     self.log(&job, DeliveryStatus::Succeeded, &attempt).await;
-                    if let Err(e) = endpoints::mark_succeeded(self.db.pool(), job.endpoint_id).await
+                    // Only an endpoint that was failing has anything to forget.
+                    if target.failing
+                        && let Err(e) =
+                            endpoints::mark_succeeded(self.db.pool(), job.endpoint_id).await
                     {
                         tracing::warn!(endpoint_id = %job.endpoint_id, error = %e, "could not clear the endpoint's failures");
                     }
