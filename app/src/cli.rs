@@ -79,6 +79,31 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::event_commands::EventsCommand,
     },
+    /// Webhook endpoints: their state and delivery log.
+    Webhooks {
+        /// What to show.
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+/// `keel webhooks …`
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Every endpoint with its state (enabled, or disabled with why and since when).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One endpoint: its 24 h success rate and latest deliveries with every attempt.
+    Show {
+        /// The endpoint's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `keel dead …`

@@ -173,6 +173,16 @@ pub struct WebhooksSection {
     pub allow_private_targets: Option<bool>,
     /// Per-request timeout.
     pub request_timeout: Option<DurationValue>,
+    /// An endpoint whose deliveries all failed for this long is disabled (default 5 days).
+    pub disable_after: Option<DurationValue>,
+    /// How long a rotated-out secret keeps signing (default 24 h).
+    pub rotation_grace: Option<DurationValue>,
+    /// The largest outbound body in bytes (default 262144).
+    pub max_payload_bytes: Option<usize>,
+    /// Re-sends per second by `recover`, per endpoint (default 10).
+    pub recover_rate: Option<u32>,
+    /// How long the delivery log keeps deliveries and attempts (default 30 days).
+    pub delivery_log_retention: Option<DurationValue>,
 }
 
 /// `[smtp]`
@@ -531,6 +541,7 @@ impl Settings {
             });
         }
 
+        let defaults = notifications::NotificationsConfig::default();
         let notifications = notifications::NotificationsConfig {
             allow_private_targets: file.webhooks.allow_private_targets.unwrap_or(false),
             request_timeout: match file.webhooks.request_timeout {
@@ -546,6 +557,38 @@ impl Settings {
                 .smtp
                 .from
                 .unwrap_or_else(|| "Keel <no-reply@keel.localhost>".to_owned()),
+            disable_after: match file.webhooks.disable_after {
+                Some(d) => nonzero(d, "webhooks.disable_after")?,
+                None => defaults.disable_after,
+            },
+            rotation_grace: match file.webhooks.rotation_grace {
+                Some(d) => nonzero(d, "webhooks.rotation_grace")?,
+                None => defaults.rotation_grace,
+            },
+            max_payload_bytes: match file.webhooks.max_payload_bytes {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        key: "webhooks.max_payload_bytes".into(),
+                        message: "must be at least 1".into(),
+                    });
+                }
+                Some(n) => n,
+                None => defaults.max_payload_bytes,
+            },
+            recover_rate: match file.webhooks.recover_rate {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        key: "webhooks.recover_rate".into(),
+                        message: "must be at least 1 a second".into(),
+                    });
+                }
+                Some(n) => n,
+                None => defaults.recover_rate,
+            },
+            delivery_log_retention: match file.webhooks.delivery_log_retention {
+                Some(d) => nonzero(d, "webhooks.delivery_log_retention")?,
+                None => defaults.delivery_log_retention,
+            },
         };
         if let Some(d) = file.alerts.queue_age_threshold {
             runtime.stale_queue_after = nonzero(d, "alerts.queue_age_threshold")?;

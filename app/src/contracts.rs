@@ -169,6 +169,6 @@ mod tests {
             .iter()
             .map(|m| m["name"].as_str().unwrap())
             .collect();
-        assert_eq!(modules, ["records", "billing", "notifications"]);
+        assert_eq!(modules, ["records", "billing", "notifications", "alerts"]);
     }
 }

@@ -13,7 +13,9 @@ pub mod contracts;
 pub mod event_commands;
 pub mod events_config;
 pub mod http;
+pub mod operator_alerts;
 pub mod telemetry;
+pub mod webhook_commands;
 pub mod wiring;
 
 use anyhow::Context;
@@ -92,5 +94,6 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Schedules { json } => commands::schedules(&settings, json).await,
         Command::Dead { command } => commands::dead(&settings, command).await,
         Command::Events { command } => event_commands::run(&settings, command).await,
+        Command::Webhooks { command } => webhook_commands::webhooks(&settings, command).await,
     }
 }

@@ -62,7 +62,7 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings.database_url.clone(),
         clock.clone(),
         settings.runtime.clone(),
-        alerts,
+        alerts.clone(),
     );
     let record_directory = records::record_directory(db.clone());
     let modules = vec![
@@ -82,6 +82,7 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         notifications::module(notifications::NotificationsDeps {
             db: db.clone(),
             jobs: rt.jobs(),
+            outbox: rt.outbox(),
             clock: clock.clone(),
             records: record_directory,
             invoices: billing::invoice_directory(db.clone()),
@@ -89,6 +90,7 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
             config: settings.notifications.clone(),
         })
         .context("building the notifications module")?,
+        crate::operator_alerts::module(alerts),
     ];
     let refs: Vec<&Module> = modules.iter().collect();
     rt.install(&refs).context("registering modules")?;

@@ -62,6 +62,7 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Value> {
         jobs: Vec::new(),
         schedules: Vec::new(),
         routes: axum::Router::new(),
+        retention: Vec::new(),
     };
     rt.migrate(&[&module]).await?;
     rt.install(&[&module])?;

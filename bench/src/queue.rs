@@ -180,6 +180,7 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
         })],
         schedules: Vec::new(),
         routes: axum::Router::new(),
+        retention: Vec::new(),
     };
     let rt = replica(opts, fresh).await?;
     rt.migrate(&[&module]).await?;

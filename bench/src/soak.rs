@@ -236,6 +236,7 @@ async fn soak(
         jobs: vec![Arc::new(Noop(Arc::clone(&tally)))],
         schedules: Vec::new(),
         routes: axum::Router::new(),
+        retention: Vec::new(),
     };
     rt.migrate(&[&module]).await?;
     rt.install(&[&module])?;

@@ -49,6 +49,8 @@ pub struct AppOptions {
     pub max_body: Option<String>,
     /// More TOML, appended as is (tables the options above do not write).
     pub extra_toml: String,
+    /// More keys of `[webhooks]`, e.g. `disable_after = "1s"`.
+    pub webhooks_toml: String,
     /// The clock; `None` is the wall clock.
     pub clock: Option<Arc<dyn Clock>>,
     /// Which queues the app works.
@@ -65,6 +67,7 @@ impl Default for AppOptions {
             request_timeout: "5s".to_owned(),
             max_body: None,
             extra_toml: String::new(),
+            webhooks_toml: String::new(),
             clock: None,
             workers: WorkerMode::All,
         }
@@ -99,6 +102,7 @@ impl AppOptions {
             "\n[webhooks]\nallow_private_targets = {}\nrequest_timeout = {:?}",
             self.allow_private_targets, self.request_timeout
         );
+        t.push_str(&self.webhooks_toml);
         let _ = writeln!(
             t,
             "\n[smtp]\nmail_dir = {:?}",

@@ -31,7 +31,9 @@ pub struct ReceivedRequest {
     /// The status the receiver answered.
     pub answered: u16,
     /// When it arrived (this process's monotonic clock).
-    pub received_at: std::time::Instant,
+    pub at: std::time::Instant,
+    /// How many requests (this one included) the receiver was handling when it arrived.
+    pub concurrent: usize,
 }
 
 impl ReceivedRequest {
@@ -53,16 +55,20 @@ impl ReceivedRequest {
 
 #[derive(Debug, Default)]
 struct Script {
-    /// Statuses to answer next, one per request, before falling back to `then`.
-    queued: VecDeque<u16>,
+    /// Statuses (and a `Retry-After` to send with them) to answer next, one per request,
+    /// before falling back to `then`.
+    queued: VecDeque<(u16, Option<String>)>,
     /// What to answer when `queued` is empty.
     then: u16,
+    /// How long each answer takes.
+    delay: Duration,
 }
 
 #[derive(Debug)]
 struct Shared {
     requests: Mutex<Vec<ReceivedRequest>>,
     script: Mutex<Script>,
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// An HTTP server that records every request and answers a programmable status.
@@ -75,14 +81,30 @@ pub struct HttpReceiver {
 impl HttpReceiver {
     /// Starts a receiver that answers 200 to everything.
     pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// A port where nothing listens (yet): a receiver that is down until
+    /// [`HttpReceiver::start_on`] starts one there.
+    pub async fn down() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a port to free");
+        listener.local_addr().expect("its address").port()
+    }
+
+    /// Starts a receiver on `port` (0: any free port) that answers 200 to everything.
+    pub async fn start_on(port: u16) -> Self {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(Script {
                 queued: VecDeque::new(),
                 then: 200,
+                delay: Duration::ZERO,
             }),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("binding the HTTP receiver");
         let address = listener.local_addr().expect("the receiver's address");
@@ -123,7 +145,20 @@ impl HttpReceiver {
     pub fn answer_next(&self, times: usize, status: u16) {
         lock(&self.shared.script)
             .queued
-            .extend(std::iter::repeat_n(status, times));
+            .extend(std::iter::repeat_n((status, None), times));
+    }
+
+    /// Answers `status` with `Retry-After: <retry_after>` to the next `times` requests.
+    pub fn answer_next_retry_after(&self, times: usize, status: u16, retry_after: &str) {
+        lock(&self.shared.script).queued.extend(std::iter::repeat_n(
+            (status, Some(retry_after.to_owned())),
+            times,
+        ));
+    }
+
+    /// Takes `delay` to answer each request from now on (a slow receiver).
+    pub fn delay(&self, delay: Duration) {
+        lock(&self.shared.script).delay = delay;
     }
 
     /// Every request so far, oldest first.
@@ -147,20 +182,38 @@ async fn receive(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
-    let answered = {
+) -> axum::response::Response {
+    use std::sync::atomic::Ordering;
+    let ((answered, retry_after), delay) = {
         let mut script = lock(&shared.script);
-        script.queued.pop_front().unwrap_or(script.then)
+        let then = script.then;
+        (
+            script.queued.pop_front().unwrap_or((then, None)),
+            script.delay,
+        )
     };
+    let concurrent = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     lock(&shared.requests).push(ReceivedRequest {
         method,
         uri,
         headers,
         body,
         answered,
-        received_at: std::time::Instant::now(),
+        at: std::time::Instant::now(),
+        concurrent,
     });
-    StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let status = StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = axum::response::IntoResponse::into_response(status);
+    if let Some(value) = retry_after
+        && let Ok(value) = axum::http::HeaderValue::from_str(&value)
+    {
+        response.headers_mut().insert("retry-after", value);
+    }
+    response
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -298,6 +298,7 @@ impl Kit {
             ],
             schedules: Vec::new(),
             routes: axum::Router::new(),
+            retention: Vec::new(),
         }
     }
 

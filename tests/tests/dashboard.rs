@@ -1,6 +1,7 @@
 //! The admin dashboard in a real browser — Debian's `chromium`, headless, driven over the
 //! DevTools protocol: log in through the form, see a dead webhook delivery's group, fix the
-//! receiver, press "Replay group", and read the chain on the trace page. Plus, over plain
+//! receiver, press "Replay group", read the chain on the trace page and the endpoint's
+//! delivery log and success rate on its webhook page. Plus, over plain
 //! HTTP, the rules the pages keep: the token (or a session) for every page, a CSRF token for
 //! every change, a confirmation for purge, and 403 — not open — without a configured token.
 //!
@@ -279,6 +280,33 @@ mod browser {
             .collect();
         assert_eq!(statuses, ["500", "500", "200"], "{tree}");
 
+        // The webhooks page lists the endpoint; its page shows the 24 h success rate and
+        // the delivery log: every attempt with its status code.
+        blocking(|| {
+            chromium.open(&app.url("/admin/webhooks"), "#endpoints");
+            chromium.click("#endpoints a", "#deliveries");
+        });
+        let rate = blocking(|| chromium.text("#success-rate"));
+        assert!(rate.contains("33.3 %"), "1 of 3 attempts succeeded: {rate}");
+        let log = blocking(|| chromium.text("#deliveries"));
+        save_screenshot(
+            "admin-webhook-endpoint.png",
+            &blocking(|| chromium.screenshot()),
+        );
+        assert!(
+            log.contains("record.created") && log.contains("succeeded"),
+            "{log}"
+        );
+        let codes: Vec<&str> = log
+            .lines()
+            .filter_map(|l| {
+                ["500", "200"]
+                    .into_iter()
+                    .find(|c| l.contains(&format!("· {c} ·")))
+            })
+            .collect();
+        assert_eq!(codes, ["500", "500", "200"], "{log}");
+
         app.shutdown().await;
     }
 }
@@ -349,6 +377,39 @@ async fn dashboard_pages_need_a_session_or_the_token_and_changes_need_the_csrf_t
         .unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(bearer.text().await.unwrap().contains(DELIVER));
+    // The webhook pages, on either backend: the endpoint's page shows its failed attempts.
+    let endpoints = app
+        .get("/webhook-endpoints")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let endpoint_id = endpoints["items"][0]["id"].as_str().unwrap().to_owned();
+    let anonymous = http
+        .get(app.url(&format!("/admin/webhooks/{endpoint_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    let page = http
+        .get(app.url(&format!("/admin/webhooks/{endpoint_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("0.0 %") && page.contains("receiver answered 500"),
+        "{page}"
+    );
+    let missing = http
+        .get(app.url("/admin/webhooks/no-such-endpoint"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let wrong = http
         .get(app.url("/admin"))
         .bearer_auth("not-the-token")

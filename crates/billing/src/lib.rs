@@ -94,6 +94,7 @@ pub fn module(deps: BillingDeps) -> Module {
                 .when_missed(Missed::RunOnce),
         ],
         routes: http::routes(deps),
+        retention: Vec::new(),
     }
 }
 

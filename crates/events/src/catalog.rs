@@ -30,6 +30,7 @@ pub fn registry() -> &'static Catalog {
             EventSchema::current::<InvoicePaid>(),
             EventSchema::current::<ImportCompleted>(),
             EventSchema::current::<InvoiceOverdue>(),
+            EventSchema::current::<EndpointDisabled>(),
         ])
     })
 }
@@ -38,6 +39,7 @@ pub fn registry() -> &'static Catalog {
 const EXAMPLE_RECORD: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a01);
 const EXAMPLE_INVOICE: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0b01);
 const EXAMPLE_IMPORT: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0c01);
+const EXAMPLE_ENDPOINT: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0d01);
 
 /// A record was created (by `POST /records` or by an import).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -149,6 +151,40 @@ impl CatalogEvent for InvoiceOverdue {
         Self {
             invoice_id: EXAMPLE_INVOICE,
             record_id: EXAMPLE_RECORD,
+        }
+    }
+}
+
+/// Why a webhook endpoint stopped receiving deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointDisabledReason {
+    /// The receiver answered 410 Gone: it asked never to be called again.
+    Gone,
+    /// Every delivery failed for longer than `[webhooks] disable_after`.
+    Failing,
+}
+
+/// A webhook endpoint was disabled: it gets no new deliveries until someone re-enables it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointDisabled {
+    /// The endpoint's id.
+    pub endpoint_id: Uuid,
+    /// Why it was disabled.
+    pub reason: EndpointDisabledReason,
+}
+
+impl Event for EndpointDisabled {
+    const NAME: &'static str = "endpoint.disabled";
+    const VERSION: u32 = 1;
+}
+
+impl CatalogEvent for EndpointDisabled {
+    fn example() -> Self {
+        Self {
+            endpoint_id: EXAMPLE_ENDPOINT,
+            reason: EndpointDisabledReason::Failing,
         }
     }
 }

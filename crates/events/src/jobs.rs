@@ -184,6 +184,10 @@ pub struct JobError {
     pub reason: String,
     /// Structured facts about the attempt (e.g. an HTTP status and duration) for traces.
     pub detail: Option<serde_json::Value>,
+    /// How long the job should wait before its next try, when the handler knows better than
+    /// the schedule (a receiver's `Retry-After`, an endpoint's turn); a retry's wait is
+    /// capped at the queue's backoff ceiling.
+    pub delay: Option<std::time::Duration>,
 }
 
 impl JobError {
@@ -193,6 +197,7 @@ impl JobError {
             kind: FailureKind::Retry,
             reason: reason.into(),
             detail: None,
+            delay: None,
         }
     }
 
@@ -202,6 +207,7 @@ impl JobError {
             kind: FailureKind::Cancel,
             reason: reason.into(),
             detail: None,
+            delay: None,
         }
     }
 
@@ -211,7 +217,26 @@ impl JobError {
             kind: FailureKind::Poison,
             reason: reason.into(),
             detail: None,
+            delay: None,
         }
+    }
+
+    /// The attempt did not really run (e.g. it waited for its endpoint's turn): it is tried
+    /// again after `delay` without spending an attempt.
+    pub fn defer(reason: impl Into<String>, delay: std::time::Duration) -> Self {
+        Self {
+            kind: FailureKind::Deferred,
+            reason: reason.into(),
+            detail: None,
+            delay: Some(delay),
+        }
+    }
+
+    /// Asks for the next try after `delay` instead of the schedule's (capped at its ceiling).
+    #[must_use]
+    pub fn after(mut self, delay: std::time::Duration) -> Self {
+        self.delay = Some(delay);
+        self
     }
 
     /// Attaches structured facts about the attempt.
@@ -229,6 +254,7 @@ impl From<sqlx::Error> for JobError {
                 kind: FailureKind::Deferred,
                 reason: "database: no connection could be had in time".to_owned(),
                 detail: None,
+                delay: None,
             },
             err => Self::retry(format!("database: {err}")),
         }

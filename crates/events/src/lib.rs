@@ -36,7 +36,10 @@ pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use catalog::{ImportCompleted, InvoiceIssued, InvoiceOverdue, InvoicePaid, RecordCreated};
+pub use catalog::{
+    EndpointDisabled, EndpointDisabledReason, ImportCompleted, InvoiceIssued, InvoiceOverdue,
+    InvoicePaid, RecordCreated,
+};
 pub use clock::{Clock, SystemClock};
 pub use context::{CorrelationId, TraceContext};
 pub use db::{Backend, Db, DbConn};
@@ -44,7 +47,7 @@ pub use envelope::{Event, EventEnvelope, EventKey};
 pub use jobs::{Job, JobContext, JobError, JobHandler, JobQueue, NewJob};
 pub use listeners::{Dispatch, Listener, ListenerError};
 pub use migration::Migration;
-pub use module::Module;
+pub use module::{Module, Retention};
 pub use outbox::{Outbox, PublishError};
 pub use schedule::{Missed, Schedule};
 pub use schema::{Catalog, CatalogEvent, EventSchema, Upcast, UpcastError};

@@ -25,6 +25,23 @@ pub struct Module {
     pub schedules: Vec<Schedule>,
     /// Its HTTP routes, state already applied.
     pub routes: axum::Router,
+    /// Its tables that grow, pruned by the runtime's maintenance leader beside its own.
+    pub retention: Vec<Retention>,
+}
+
+/// How one of a module's growing tables is pruned, so the module's rows are kept no longer
+/// than it says and the leader's pruning (bounded batches, round-robin, on the database's
+/// clock) covers them like the runtime's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// The table, named in metrics (`keel_pruned_rows_total{table}`).
+    pub table: &'static str,
+    /// How long its rows are kept.
+    pub keep: std::time::Duration,
+    /// One batched `DELETE` over the module's own table: `NOW_MS` stands for now on the
+    /// database's clock (unix ms), `$2` is the age in ms and `$3` the batch size, e.g.
+    /// `DELETE FROM m_log WHERE id IN (SELECT id FROM m_log WHERE at < NOW_MS - $2 LIMIT $3)`.
+    pub delete: &'static str,
 }
 
 impl fmt::Debug for Module {

@@ -26,15 +26,23 @@ pub struct DeliverWebhook {
     pub occurred_at: DateTime<Utc>,
     /// The event payload's id fields, e.g. `{"record_id": "…"}`.
     pub ids: BTreeMap<String, Uuid>,
+    /// Set on a re-send by `POST /webhook-endpoints/{id}/recover`: when it was asked for
+    /// (unix ms), so the re-send is a job of its own (with the same `webhook-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<i64>,
 }
 
 impl Job for DeliverWebhook {
     const TYPE: &'static str = "notifications.deliver_webhook";
     const QUEUE: &'static str = "webhooks";
 
-    /// One delivery per event and endpoint, however often the listener runs.
+    /// One delivery per event and endpoint, however often the listener runs; one more per
+    /// recovery.
     fn unique_key(&self) -> Option<String> {
-        Some(format!("{}:{}", self.event_id, self.endpoint_id))
+        Some(match self.recovery {
+            None => format!("{}:{}", self.event_id, self.endpoint_id),
+            Some(at) => format!("{}:{}:recover:{at}", self.event_id, self.endpoint_id),
+        })
     }
 }
 
@@ -166,7 +174,16 @@ mod tests {
             event_version: 1,
             occurred_at: DateTime::from_timestamp_millis(0).unwrap(),
             ids: BTreeMap::new(),
+            recovery: None,
         };
+        let recovery = DeliverWebhook {
+            recovery: Some(7),
+            ..job.clone()
+        };
+        assert_eq!(
+            recovery.unique_key().unwrap(),
+            format!("{}:{}:recover:7", Uuid::max(), Uuid::nil())
+        );
         assert_eq!(
             job.unique_key().unwrap(),
             format!("{}:{}", Uuid::max(), Uuid::nil())

@@ -15,23 +15,28 @@
 //! receivers, log or record secrets, signatures or unmasked email addresses, or connect to a
 //! private address unless `[webhooks] allow_private_targets` says so.
 
+mod delivery;
+mod delivery_log;
 mod email;
+mod endpoints;
 mod http;
 mod jobs;
 mod listeners;
 mod migrations;
 mod model;
+pub mod report;
+mod request;
 pub mod signing;
 mod ssrf;
 mod store;
-mod webhooks;
+mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use events::queries::{ImportDirectory, InvoiceDirectory, RecordDirectory};
-use events::{Clock, Db, JobQueue, Module};
+use events::{Clock, Db, Event, JobQueue, Module, Outbox};
 
 pub use jobs::{DeliverWebhook, SendInvoiceEmail};
 pub use migrations::migrations;
@@ -50,6 +55,16 @@ pub struct NotificationsConfig {
     pub mail_dir: PathBuf,
     /// The `From` of every email, e.g. `Keel <no-reply@keel.localhost>`.
     pub mail_from: String,
+    /// An endpoint whose deliveries have all failed for this long is disabled.
+    pub disable_after: Duration,
+    /// How long the previous secret keeps signing after a rotation.
+    pub rotation_grace: Duration,
+    /// The largest outbound body; a bigger one is dead-lettered, never sent.
+    pub max_payload_bytes: usize,
+    /// Re-sends started per second by `recover`, per endpoint.
+    pub recover_rate: u32,
+    /// How long the delivery log keeps a delivery and its attempts.
+    pub delivery_log_retention: Duration,
 }
 
 impl Default for NotificationsConfig {
@@ -60,6 +75,11 @@ impl Default for NotificationsConfig {
             smtp_url: None,
             mail_dir: PathBuf::from("./var/mail"),
             mail_from: "Keel <no-reply@keel.localhost>".to_owned(),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            rotation_grace: Duration::from_secs(24 * 3600),
+            max_payload_bytes: 256 * 1024,
+            recover_rate: 10,
+            delivery_log_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -72,6 +92,8 @@ pub struct NotificationsDeps {
     pub db: Db,
     /// Where listeners enqueue deliveries.
     pub jobs: Arc<dyn JobQueue>,
+    /// Where `endpoint.disabled` is published.
+    pub outbox: Arc<dyn Outbox>,
     /// Injected time: endpoint timestamps, `webhook-timestamp`, email `Date`.
     pub clock: Arc<dyn Clock>,
     /// Record titles and owner emails, from `records`.
@@ -116,7 +138,7 @@ pub enum NotificationsError {
 /// The module's part of the API's OpenAPI document: `/webhook-endpoints`, generated from the
 /// handlers and the request and response types.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <http::ApiDoc as utoipa::OpenApi>::openapi()
+    http::openapi()
 }
 
 /// Builds the notifications module: its routes, listeners, jobs and migrations.
@@ -125,17 +147,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Fails only when the HTTP client or the mail transport cannot be built from `config`.
 pub fn module(deps: NotificationsDeps) -> Result<Module, NotificationsError> {
     let config = &deps.config;
-    let deliverer = webhooks::Deliverer::new(
-        webhooks::client(config)?,
+    let deliverer = delivery::Deliverer::new(
+        request::client(config)?,
         deps.db.clone(),
         deps.clock.clone(),
-        webhooks::Ports {
+        delivery::Ports {
             records: deps.records.clone(),
             invoices: deps.invoices.clone(),
             imports: deps.imports.clone(),
         },
-        config.allow_private_targets,
-        config.request_timeout,
+        deps.outbox.clone(),
+        config.clone(),
     );
     let emailer = email::InvoiceEmailer::new(
         email::Mailer::from_config(config)?,
@@ -148,9 +170,12 @@ pub fn module(deps: NotificationsDeps) -> Result<Module, NotificationsError> {
     Ok(Module {
         name: "notifications",
         migrations: migrations(),
-        publishes: Vec::new(),
+        publishes: vec![events::EndpointDisabled::key()],
         listeners: vec![
-            Arc::new(listeners::DeliverWebhooks::new(deps.jobs.clone())),
+            Arc::new(listeners::DeliverWebhooks::new(
+                deps.jobs.clone(),
+                deps.clock.clone(),
+            )),
             Arc::new(listeners::EmailInvoiceOwner::new(deps.jobs.clone())),
         ],
         jobs: vec![events::jobs::typed(deliverer), events::jobs::typed(emailer)],
@@ -158,7 +183,9 @@ pub fn module(deps: NotificationsDeps) -> Result<Module, NotificationsError> {
         routes: http::routes(http::EndpointsState {
             db: deps.db.clone(),
             clock: deps.clock.clone(),
-            allow_private_targets: config.allow_private_targets,
+            jobs: deps.jobs.clone(),
+            config: config.clone(),
         }),
+        retention: delivery_log::retention(config.delivery_log_retention),
     })
 }

@@ -10,22 +10,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{
-    DbConn, Dispatch, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued,
+    Clock, DbConn, Dispatch, Event, EventEnvelope, EventKey, ImportCompleted, InvoiceIssued,
     InvoiceOverdue, InvoicePaid, JobError, JobQueue, Listener, NewJob, RecordCreated,
 };
 
+use crate::delivery_log::{self, DeliveryStatus};
 use crate::jobs::{DeliverWebhook, SendInvoiceEmail, Subject};
 use crate::store;
 
-/// Enqueues one signed delivery per endpoint subscribed to the event (by name or `*`).
+/// Enqueues one signed delivery per enabled endpoint subscribed to the event (by name or
+/// `*`); a disabled one gets the message logged as `skipped`, for a later `recover`.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliverWebhooks {
     jobs: Arc<dyn JobQueue>,
+    clock: Arc<dyn Clock>,
 }
 
 impl DeliverWebhooks {
-    pub(crate) fn new(jobs: Arc<dyn JobQueue>) -> Self {
-        Self { jobs }
+    pub(crate) fn new(jobs: Arc<dyn JobQueue>, clock: Arc<dyn Clock>) -> Self {
+        Self { jobs, clock }
     }
 }
 
@@ -56,7 +59,7 @@ impl Listener for DeliverWebhooks {
     /// Reads the subscribers once per event name of the batch and enqueues every delivery
     /// in a few multi-row statements, each caused by its own event.
     async fn handle_many(&self, tx: &mut DbConn, events: &[EventEnvelope]) -> Result<(), JobError> {
-        let mut subscribers: Vec<(&str, Vec<uuid::Uuid>)> = Vec::new();
+        let mut subscribers: Vec<(&str, Vec<(uuid::Uuid, bool)>)> = Vec::new();
         let mut jobs = Vec::new();
         for event in events {
             let subject = Subject::decode(&event.name, event.version, &event.payload)
@@ -70,17 +73,22 @@ impl Listener for DeliverWebhooks {
                     subscribers.len() - 1
                 }
             };
-            let endpoints = &subscribers[index].1;
             let ids = subject.ids();
-            for endpoint_id in endpoints {
+            for &(endpoint_id, enabled) in &subscribers[index].1 {
                 let job = DeliverWebhook {
-                    endpoint_id: *endpoint_id,
+                    endpoint_id,
                     event_id: event.id,
                     event: event.name.clone(),
                     event_version: event.version,
                     occurred_at: event.occurred_at,
                     ids: ids.clone(),
+                    recovery: None,
                 };
+                if !enabled {
+                    let now = self.clock.now();
+                    delivery_log::upsert(tx, &job, DeliveryStatus::Skipped, false, now).await?;
+                    continue;
+                }
                 jobs.push((new_job(&job)?, event.id));
             }
         }
@@ -191,7 +199,8 @@ pub(crate) mod tests {
         let star = add_endpoint(&db, "https://b.example/", &["*"], 2).await;
         add_endpoint(&db, "https://c.example/", &["invoice.paid"], 3).await;
         let queue = Arc::new(RecordingQueue::default());
-        let listener = DeliverWebhooks::new(queue.clone());
+        let listener =
+            DeliverWebhooks::new(queue.clone(), events::testing::FixedClock::at_millis(1_000));
         let record_id = Uuid::now_v7();
         let event = envelope(&RecordCreated { record_id });
 
@@ -229,7 +238,8 @@ pub(crate) mod tests {
         let db = test_db().await;
         add_endpoint(&db, "https://a.example/", &["record.created"], 1).await;
         let queue = Arc::new(RecordingQueue::default());
-        let listener = DeliverWebhooks::new(queue.clone());
+        let listener =
+            DeliverWebhooks::new(queue.clone(), events::testing::FixedClock::at_millis(1_000));
         let mut conn = db.pool().acquire().await.unwrap();
         let event = envelope(&ImportCompleted {
             import_id: Uuid::now_v7(),
@@ -247,10 +257,11 @@ pub(crate) mod tests {
             record_id: Uuid::now_v7(),
         });
         event.payload = json!({"record_id": "not-a-uuid"});
-        let err = DeliverWebhooks::new(queue.clone())
-            .handle(&mut conn, &event)
-            .await
-            .unwrap_err();
+        let err =
+            DeliverWebhooks::new(queue.clone(), events::testing::FixedClock::at_millis(1_000))
+                .handle(&mut conn, &event)
+                .await
+                .unwrap_err();
         assert_eq!(err.kind, FailureKind::Poison);
         let err = EmailInvoiceOwner::new(queue)
             .handle(&mut conn, &event)

@@ -63,6 +63,12 @@ pub(crate) enum InvalidEndpoint {
     /// A secret that is not `whsec_` + base64 of 24–64 bytes.
     #[error(transparent)]
     Secret(#[from] InvalidSecret),
+    /// A custom header that is malformed or would override one Keel sets.
+    #[error("{0}")]
+    Header(String),
+    /// `max_in_flight` or `rate_limit` out of range.
+    #[error("{0}")]
+    Throttle(String),
 }
 
 /// Where deliveries go: an absolute `http`/`https` URL without credentials.
@@ -225,7 +231,7 @@ pub(crate) struct NewEndpoint {
     pub created_at: DateTime<Utc>,
 }
 
-/// An endpoint as listed (the secret is shown only at creation).
+/// An endpoint as listed (the secret is shown only at creation and rotation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EndpointSummary {
     /// Its id.
@@ -236,6 +242,16 @@ pub(crate) struct EndpointSummary {
     pub events: Vec<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Free text for people.
+    pub description: String,
+    /// When it was disabled; `None` while enabled.
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Why: `gone`, `failing` or `manual`.
+    pub disabled_reason: Option<String>,
+    /// Until when the previous secret still signs, during a rotation.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Its settings: headers and throttling.
+    pub settings: crate::endpoints::EndpointSettings,
 }
 
 /// What a delivery needs to know about its endpoint.
@@ -247,6 +263,14 @@ pub(crate) struct DeliveryTarget {
     pub secret: String,
     /// Whether the endpoint was deleted; its pending deliveries are cancelled.
     pub deleted: bool,
+    /// Whether the endpoint is disabled; its pending deliveries are skipped.
+    pub disabled: bool,
+    /// Whether its last delivery failed (a success then clears that).
+    pub failing: bool,
+    /// The previous secret and until when (unix ms) it still signs, during a rotation.
+    pub previous_secret: Option<(String, i64)>,
+    /// Headers and throttling.
+    pub settings: crate::endpoints::EndpointSettings,
 }
 
 #[cfg(test)]

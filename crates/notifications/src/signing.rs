@@ -56,6 +56,16 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// The `webhook-signature` header value signed with each of `keys`, space-separated, the
+/// newest key first: during a secret rotation a receiver verifying with either secret
+/// accepts the delivery (Standard Webhooks allows several signatures).
+pub fn sign_with_each(keys: &[&[u8]], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    keys.iter()
+        .map(|key| sign(key, msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -58,6 +58,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if s[..6] == [0; 6] {
         return forbidden_v4(embedded_low()).or(Some("IPv4-compatible"));
     }
+    // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765).
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return forbidden_v4(embedded_low());
+    }
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return forbidden_v4(embedded_low());
     }
@@ -213,6 +217,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::10.0.0.1",
             "64:ff9b:1::1",
@@ -239,6 +246,7 @@ mod tests {
             "2606:4700:4700::1111",
             "2a00:1450:4001:80b::200e",
             "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
             "64:ff9b::8.8.8.8",
             "2002:0808:0808::1",
         ] {

@@ -7,6 +7,7 @@ use events::DbConn;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
+use crate::endpoints::EndpointSettings;
 use crate::model::{DeliveryTarget, EndpointSummary, NewEndpoint};
 
 /// Stores a new endpoint and its subscriptions on `conn` (the caller's transaction).
@@ -41,10 +42,10 @@ pub(crate) async fn insert_endpoint(
 
 /// Every endpoint not deleted, oldest first, with its subscriptions in the order given.
 pub(crate) async fn list_endpoints(pool: &AnyPool) -> Result<Vec<EndpointSummary>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, url, created_at FROM notifications_webhook_endpoints \
-         WHERE deleted_at IS NULL ORDER BY created_at, id",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM notifications_webhook_endpoints \
+         WHERE deleted_at IS NULL ORDER BY created_at, id"
+    )))
     .fetch_all(pool)
     .await?;
     let subscriptions = sqlx::query(
@@ -64,17 +65,66 @@ pub(crate) async fn list_endpoints(pool: &AnyPool) -> Result<Vec<EndpointSummary
     rows.into_iter()
         .map(|row| {
             let id: String = row.try_get("id")?;
-            Ok(EndpointSummary {
-                id: parse_id(&id)?,
-                url: row.try_get("url")?,
-                events: events.remove(&id).unwrap_or_default(),
-                created_at: millis(row.try_get("created_at")?)?,
-            })
+            let subscribed = events.remove(&id).unwrap_or_default();
+            summary(&row, subscribed)
         })
         .collect()
 }
 
-/// Soft-deletes an endpoint: wipes its secret and subscriptions so nothing new is sent to
+/// The columns an [`EndpointSummary`] is read from.
+const ENDPOINT_COLUMNS: &str = "id, url, created_at, description, disabled_at, disabled_reason, \
+     previous_secret_until, headers, max_in_flight, rate_limit";
+
+fn summary(row: &sqlx::any::AnyRow, events: Vec<String>) -> Result<EndpointSummary, sqlx::Error> {
+    Ok(EndpointSummary {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        url: row.try_get("url")?,
+        events,
+        created_at: millis(row.try_get("created_at")?)?,
+        description: row.try_get("description")?,
+        disabled_at: row
+            .try_get::<Option<i64>, _>("disabled_at")?
+            .map(millis)
+            .transpose()?,
+        disabled_reason: row.try_get("disabled_reason")?,
+        previous_secret_until: row
+            .try_get::<Option<i64>, _>("previous_secret_until")?
+            .map(millis)
+            .transpose()?,
+        settings: EndpointSettings::from_columns(
+            &row.try_get::<String, _>("headers")?,
+            row.try_get("max_in_flight")?,
+            row.try_get("rate_limit")?,
+        )?,
+    })
+}
+
+/// One live endpoint with its subscriptions; `None` when no live endpoint has this id.
+pub(crate) async fn find_endpoint(
+    pool: &AnyPool,
+    id: Uuid,
+) -> Result<Option<EndpointSummary>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM notifications_webhook_endpoints \
+         WHERE id = $1 AND deleted_at IS NULL"
+    )))
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let events = sqlx::query_scalar(
+        "SELECT event_name FROM notifications_webhook_subscriptions \
+         WHERE endpoint_id = $1 ORDER BY ordinal",
+    )
+    .bind(id.to_string())
+    .fetch_all(pool)
+    .await?;
+    summary(&row, events).map(Some)
+}
+
+/// Soft-deletes an endpoint: wipes its secrets and subscriptions so nothing new is sent to
 /// it, and keeps the row so traces still name its URL. `false` when no live endpoint has
 /// this id.
 pub(crate) async fn delete_endpoint(
@@ -84,7 +134,8 @@ pub(crate) async fn delete_endpoint(
 ) -> Result<bool, sqlx::Error> {
     let id = id.to_string();
     let updated = sqlx::query(
-        "UPDATE notifications_webhook_endpoints SET deleted_at = $1, secret = '' \
+        "UPDATE notifications_webhook_endpoints SET deleted_at = $1, secret = '', \
+         previous_secret = NULL, previous_secret_until = NULL \
          WHERE id = $2 AND deleted_at IS NULL",
     )
     .bind(now.timestamp_millis())
@@ -103,13 +154,13 @@ pub(crate) async fn delete_endpoint(
 }
 
 /// The live endpoints subscribed to `event_name` directly or through `*`, read on `conn`
-/// (the listener's transaction).
+/// (the listener's transaction), each with whether it is enabled.
 pub(crate) async fn subscribed_endpoints(
     conn: &mut DbConn,
     event_name: &str,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<(Uuid, bool)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT DISTINCT e.id FROM notifications_webhook_endpoints e \
+        "SELECT DISTINCT e.id, e.disabled_at FROM notifications_webhook_endpoints e \
          JOIN notifications_webhook_subscriptions s ON s.endpoint_id = e.id \
          WHERE e.deleted_at IS NULL AND (s.event_name = $1 OR s.event_name = '*') \
          ORDER BY e.id",
@@ -118,7 +169,12 @@ pub(crate) async fn subscribed_endpoints(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|row| parse_id(&row.try_get::<String, _>("id")?))
+        .map(|row| {
+            Ok((
+                parse_id(&row.try_get::<String, _>("id")?)?,
+                row.try_get::<Option<i64>, _>("disabled_at")?.is_none(),
+            ))
+        })
         .collect()
 }
 
@@ -129,27 +185,39 @@ pub(crate) async fn delivery_target(
     id: Uuid,
 ) -> Result<Option<DeliveryTarget>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT url, secret, deleted_at FROM notifications_webhook_endpoints WHERE id = $1",
+        "SELECT url, secret, deleted_at, disabled_at, failing_since, previous_secret, \
+         previous_secret_until, headers, max_in_flight, rate_limit \
+         FROM notifications_webhook_endpoints WHERE id = $1",
     )
     .bind(id.to_string())
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
+        let previous: Option<String> = row.try_get("previous_secret")?;
+        let until: Option<i64> = row.try_get("previous_secret_until")?;
         Ok(DeliveryTarget {
             url: row.try_get("url")?,
             secret: row.try_get("secret")?,
             deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
+            disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+            failing: row.try_get::<Option<i64>, _>("failing_since")?.is_some(),
+            previous_secret: previous.zip(until),
+            settings: EndpointSettings::from_columns(
+                &row.try_get::<String, _>("headers")?,
+                row.try_get("max_in_flight")?,
+                row.try_get("rate_limit")?,
+            )?,
         })
     })
     .transpose()
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, sqlx::Error> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(raw)
         .map_err(|e| sqlx::Error::Decode(format!("stored id {raw:?} is not a UUID: {e}").into()))
 }
 
-fn millis(ms: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(crate) fn millis(ms: i64) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| sqlx::Error::Decode(format!("stored timestamp {ms} is out of range").into()))
 }
@@ -211,7 +279,7 @@ pub(crate) mod tests {
         let _invoices = add_endpoint(&db, "https://c.example/", &["invoice.paid"], 3).await;
 
         let mut conn = db.pool().acquire().await.unwrap();
-        let mut expected = vec![records, all];
+        let mut expected = vec![(records, true), (all, true)];
         expected.sort();
         assert_eq!(
             subscribed_endpoints(&mut conn, "record.created")
@@ -223,7 +291,7 @@ pub(crate) mod tests {
             subscribed_endpoints(&mut conn, "import.completed")
                 .await
                 .unwrap(),
-            vec![all]
+            vec![(all, true)]
         );
     }
 

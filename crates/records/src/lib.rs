@@ -57,6 +57,7 @@ pub fn module(deps: RecordsDeps) -> Module {
         jobs: vec![import_job],
         schedules: Vec::new(),
         routes: http::routes(deps),
+        retention: Vec::new(),
     }
 }
 

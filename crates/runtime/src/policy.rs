@@ -57,6 +57,12 @@ impl QueuePolicy {
         base.mul_f64(factor.max(0.0))
     }
 
+    /// The longest wait the schedule has (its last step): a handler's own wish, such as a
+    /// receiver's `Retry-After`, is capped here.
+    pub fn ceiling(&self) -> Duration {
+        self.backoff.iter().copied().max().unwrap_or_default()
+    }
+
     /// The delay before the retry that follows failed attempt `attempt`, without jitter.
     pub fn base_delay_after(&self, attempt: u32) -> Duration {
         let index = (attempt.max(1) as usize - 1).min(self.backoff.len().saturating_sub(1));

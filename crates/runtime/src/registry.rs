@@ -39,6 +39,8 @@ struct Inner {
     subscribers: HashMap<String, Vec<Arc<dyn Listener>>>,
     /// Listener name → the listener (replays and backfills name it).
     listeners: HashMap<String, Arc<dyn Listener>>,
+    /// The modules' growing tables, pruned by the leader.
+    retention: Vec<events::Retention>,
 }
 
 impl fmt::Debug for Registry {
@@ -74,6 +76,7 @@ impl Registry {
     ) -> Result<(), RuntimeError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for module in modules {
+            inner.retention.extend(module.retention.iter().cloned());
             for handler in &module.jobs {
                 let job_type = handler.job_type().to_owned();
                 if !config.queues.contains_key(handler.queue()) {
@@ -122,6 +125,11 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The modules' tables the leader prunes beside the runtime's own.
+    pub fn retention(&self) -> Vec<events::Retention> {
+        self.read().retention.clone()
     }
 
     /// Registers one extra handler (the runtime's own jobs, or a test's).

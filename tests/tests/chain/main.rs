@@ -16,4 +16,5 @@ mod imports;
 mod overdue;
 mod ssrf;
 mod trace;
+mod webhook_endpoints;
 mod webhooks;

@@ -303,7 +303,7 @@ async fn a_configured_backfill_is_fed_once_at_start_up_with_its_progress_in_queu
     );
 
     // Deliveries were spaced by the rate: three at two a second span at least a second.
-    let at: Vec<_> = receiver.requests().iter().map(|r| r.received_at).collect();
+    let at: Vec<_> = receiver.requests().iter().map(|r| r.at).collect();
     let span = at
         .iter()
         .max()

@@ -143,6 +143,45 @@ async fn a_broken_receiver_is_seen_alerted_replayed_and_traced(db: TestDb) {
             &[("status_class", "5xx")]
         ) >= Some(2.0)
     );
+    // Per endpoint, labelled by its id and never by its URL.
+    let endpoint_id = [("endpoint_id", endpoint["id"].as_str().unwrap())];
+    for name in [
+        "keel_webhook_endpoint_attempts_total",
+        "keel_webhook_endpoint_failures_total",
+    ] {
+        assert_eq!(
+            metric(&text, name, &endpoint_id),
+            Some(2.0),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        text.contains("keel_webhook_endpoint_duration_seconds_bucket{endpoint_id="),
+        "{text}"
+    );
+    assert!(!text.contains(&receiver.url("/hook")), "no URL in labels");
+
+    // `keel webhooks show` reads the endpoint's delivery log: two attempts, both 500.
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let (code, out, err) = cli(&keel, &["webhooks", "show", endpoint_id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["attempts_24h"], 2, "{shown}");
+    assert_eq!(shown["succeeded_24h"], 0, "{shown}");
+    let attempts = &shown["deliveries"][0]["attempts"];
+    assert_eq!(attempts[0]["status_code"], 500, "{shown}");
+    assert_eq!(attempts[1]["status_code"], 500, "{shown}");
+    assert_eq!(shown["deliveries"][0]["status"], "failed", "{shown}");
+    assert!(!out.contains("whsec_"), "no secret in the CLI's answer");
+    let (code, out, _) = cli(&keel, &["webhooks", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(endpoint_id) && out.contains("enabled"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&keel, &["webhooks", "show", "not-an-id"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a webhook endpoint id"), "{err}");
     assert!(
         metric(
             &text,

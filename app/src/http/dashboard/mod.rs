@@ -1,6 +1,7 @@
 //! The admin dashboard: server-rendered HTML pages under `/admin` for the people on call —
-//! queue depths and throughput, scheduled jobs, dead-letter groups with replay, one job's attempts with
-//! replay and purge, and the trace tree of a correlation id.
+//! queue depths and throughput, scheduled jobs, dead-letter groups with replay, one job's
+//! attempts with replay and purge, the trace tree of a correlation id, and webhook endpoints
+//! with their delivery log and 24 h success rate.
 //!
 //! Every page needs the admin token: either a session started at `/admin/login` (a random
 //! id in an `HttpOnly; SameSite=Strict; Path=/admin` cookie; the token itself is never
@@ -12,6 +13,7 @@ mod chart;
 mod pages;
 mod schedules;
 mod session;
+mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,6 +65,8 @@ pub fn routes(state: EdgeState) -> Router {
         .route("/admin/jobs/{id}/purge", post(purge_job))
         .route("/admin/trace", get(trace))
         .route("/admin/scheduled", get(schedule_list))
+        .route("/admin/webhooks", get(webhook_endpoints))
+        .route("/admin/webhooks/{id}", get(webhook_endpoint))
         .route("/admin/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(
             dashboard.clone(),
@@ -409,6 +413,45 @@ async fn replay_group(
         group.queue
     );
     done(&d, &viewer, true, text, "/admin/dead")
+}
+
+async fn webhook_endpoints(
+    State(d): State<Dashboard>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
+    match notifications::report::endpoints(d.edge.runtime.db()).await {
+        Ok(endpoints) => html(
+            StatusCode::OK,
+            webhooks::endpoints(
+                &page(&viewer, "Webhook endpoints", pages::Section::Webhooks),
+                &endpoints,
+            ),
+        ),
+        Err(e) => failure(RuntimeError::from(e)),
+    }
+}
+
+async fn webhook_endpoint(
+    State(d): State<Dashboard>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    let not_found = || failure(RuntimeError::NotFound(format!("no webhook endpoint {id}")));
+    let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+        return not_found();
+    };
+    let rt = &d.edge.runtime;
+    match notifications::report::endpoint(rt.db(), uuid, rt.clock().now()).await {
+        Ok(Some(report)) => html(
+            StatusCode::OK,
+            webhooks::endpoint(
+                &page(&viewer, "Webhook endpoint", pages::Section::Webhooks),
+                &report,
+            ),
+        ),
+        Ok(None) => not_found(),
+        Err(e) => failure(RuntimeError::from(e)),
+    }
 }
 
 async fn job(

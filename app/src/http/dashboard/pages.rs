@@ -26,6 +26,8 @@ pub enum Section {
     Trace,
     /// `/admin/scheduled`.
     Schedules,
+    /// `/admin/webhooks` and an endpoint's page.
+    Webhooks,
 }
 
 /// What every signed-in page needs besides its content.
@@ -63,6 +65,7 @@ pub(super) fn layout(page: &Page<'_>, content: Markup) -> Markup {
         (Section::Dead, "/admin/dead", "Dead letters"),
         (Section::Schedules, "/admin/scheduled", "Schedules"),
         (Section::Trace, "/admin/trace", "Trace"),
+        (Section::Webhooks, "/admin/webhooks", "Webhooks"),
     ];
     document(
         page.title,
@@ -495,10 +498,10 @@ fn detail_text(a: &AttemptRecord) -> String {
 
 pub(super) fn state_badge(state: &str) -> Markup {
     let class = match state {
-        "completed" => "ok",
-        "dead" | "failed" | "lost" => "bad",
-        "running" | "retrying" => "warn",
-        "available" | "scheduled" => "info",
+        "completed" | "succeeded" | "enabled" => "ok",
+        "dead" | "failed" | "lost" | "disabled" => "bad",
+        "running" | "retrying" | "failing" | "skipped" => "warn",
+        "available" | "scheduled" | "pending" => "info",
         _ => "plain",
     };
     html! { span class={ "badge " (class) } { (state) } }

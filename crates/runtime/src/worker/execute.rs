@@ -103,10 +103,15 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
                 kind,
                 reason,
                 detail,
+                delay: asked,
             } = e;
             match kind {
                 FailureKind::Retry if job.attempt < job.max_attempts => {
-                    let delay = policy.delay_after(job.attempt);
+                    // A receiver's `Retry-After` is honoured up to the schedule's ceiling.
+                    let delay = match asked {
+                        Some(asked) => asked.min(policy.ceiling()),
+                        None => policy.delay_after(job.attempt),
+                    };
                     span.in_scope(|| {
                         tracing::warn!(error = %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed");
                     });
@@ -135,7 +140,7 @@ pub async fn execute(shared: Arc<Shared>, job: ClaimedJob) -> Outcome {
                         || tracing::warn!(error = %reason, "attempt deferred; not spent"),
                     );
                     Verdict::Deferred {
-                        delay: DEFER_FOR,
+                        delay: asked.unwrap_or(DEFER_FOR),
                         error: reason,
                     }
                 }

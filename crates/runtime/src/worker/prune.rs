@@ -11,6 +11,7 @@
 //! | finished replays and backfills | `[workers] retention` |
 //! | idempotency keys (stored answers) | one day |
 //! | workers stopped long ago | `[workers] retention` |
+//! | each module's growing tables (`Module::retention`) | what the module says |
 //!
 //! A round deletes batch after batch, round-robin over the tables — every table gets at
 //! least one batch a round, so a slow one never starves the others — until every table is
@@ -47,6 +48,8 @@ enum Target {
     IdempotencyKeys,
     Workers,
     Replays,
+    /// A module's table: its index in the registry's retention list.
+    Module(usize),
 }
 
 impl Target {
@@ -61,8 +64,9 @@ impl Target {
         Target::Replays,
     ];
 
-    fn label(self) -> &'static str {
+    fn label(self, modules: &[events::Retention]) -> &'static str {
         match self {
+            Target::Module(i) => modules.get(i).map_or("module", |r| r.table),
             Target::FinishedJobs => "jobs",
             Target::DeadLetters => "dead_letters",
             Target::Events => "events",
@@ -85,15 +89,17 @@ pub async fn prune(shared: &Shared, budget: Duration) -> Result<u64, sqlx::Error
         Backend::Postgres => BATCH_POSTGRES,
         Backend::Sqlite => BATCH_SQLITE,
     };
+    let modules = shared.registry.retention();
     let mut pending: Vec<Target> = Target::ALL.to_vec();
+    pending.extend((0..modules.len()).map(Target::Module));
     let mut total = 0;
     while !pending.is_empty() && began.elapsed() < budget {
         let mut still = Vec::with_capacity(pending.len());
         for target in pending {
-            let deleted = prune_batch(shared, target, batch).await?;
+            let deleted = prune_batch(shared, target, batch, &modules).await?;
             total += deleted;
             if deleted > 0 {
-                metrics::counter!("keel_pruned_rows_total", "table" => target.label())
+                metrics::counter!("keel_pruned_rows_total", "table" => target.label(&modules))
                     .increment(deleted);
             }
             if i64::try_from(deleted).unwrap_or(i64::MAX) >= batch {
@@ -116,9 +122,18 @@ pub async fn prune(shared: &Shared, budget: Duration) -> Result<u64, sqlx::Error
 }
 
 /// Deletes one batch of `target`; returns how many rows went.
-async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64, sqlx::Error> {
+async fn prune_batch(
+    shared: &Shared,
+    target: Target,
+    batch: i64,
+    modules: &[events::Retention],
+) -> Result<u64, sqlx::Error> {
     let retention = millis(shared.config.retention);
     match target {
+        Target::Module(i) => match modules.get(i) {
+            Some(table) => delete(shared, table.delete, millis(table.keep), batch).await,
+            None => Ok(0),
+        },
         Target::FinishedJobs => prune_jobs(
             shared,
             "state IN ('completed', 'cancelled', 'dead') AND state IN ('completed', 'cancelled')",
