@@ -74,6 +74,12 @@ pub struct FileConfig {
     /// `[alerts]`
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// `[broker]`: events on NATS JetStream.
+    #[serde(default)]
+    pub broker: crate::deployment::BrokerSection,
+    /// `[modules]`: which modules run here, and `[modules.remote]`.
+    #[serde(default)]
+    pub modules: crate::deployment::ModulesSection,
 }
 
 /// `[database]`
@@ -267,6 +273,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `KEEL_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// `--modules`, which wins over `[modules] enabled`.
+    pub modules: Option<Vec<String>>,
 }
 
 /// Connections kept for HTTP requests on top of the jobs' (see [`Settings::fit_pool`]).
@@ -291,6 +299,8 @@ pub struct Settings {
     pub runtime: RuntimeConfig,
     /// Outbound webhooks and email.
     pub notifications: notifications::NotificationsConfig,
+    /// Which modules run here and where the others are served.
+    pub modules: crate::deployment::Modules,
     /// Alerting.
     pub alerts: AlertSettings,
 }
@@ -522,6 +532,8 @@ impl Settings {
         if let Some(d) = file.alerts.queue_age_threshold {
             runtime.stale_queue_after = nonzero(d, "alerts.queue_age_threshold")?;
         }
+        runtime.broker = crate::deployment::resolve_broker(file.broker)?;
+        let modules = crate::deployment::Modules::resolve(file.modules, o.modules.as_deref())?;
         let alerts = AlertSettings {
             webhook_url: file.alerts.webhook_url,
             secret: file.alerts.secret,
@@ -543,6 +555,7 @@ impl Settings {
             max_body: file.http.max_body.map_or(1 << 20, |b| b.0),
             runtime,
             notifications,
+            modules,
             alerts,
         })
     }

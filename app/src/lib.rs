@@ -10,7 +10,9 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contracts;
+pub mod deployment;
 pub mod http;
+pub mod remote;
 pub mod telemetry;
 pub mod wiring;
 
@@ -26,15 +28,35 @@ use crate::config::{Overrides, Settings};
 /// Any failure, as one line for stderr.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(telemetry::LogFormat::from_env(), std::io::stderr);
+    let modules = match &cli.command {
+        Command::Serve { modules, .. } | Command::Work { modules, .. } => modules.clone(),
+        _ => None,
+    };
+    if let Some(unknown) = modules
+        .iter()
+        .flatten()
+        .find(|m| !deployment::MODULES.contains(&m.as_str()))
+    {
+        <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "unknown module `{unknown}` for --modules (known: {})",
+                    deployment::MODULES.join(", ")
+                ),
+            )
+            .exit();
+    }
     let overrides = Overrides {
         config_path: cli.global.config.clone(),
         database_url: cli.global.database_url.clone(),
         listen: cli.global.listen.clone(),
         admin_token: std::env::var("KEEL_ADMIN_TOKEN").ok(),
+        modules,
     };
     let settings = Settings::load(&overrides)?;
     match cli.command {
-        Command::Serve { no_workers } => {
+        Command::Serve { no_workers, .. } => {
             let mode = if no_workers {
                 WorkerMode::None
             } else {
@@ -44,7 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(address = %app.address(), "keel is listening");
             app.run_until(application::shutdown_signal()).await
         }
-        Command::Work { queues } => {
+        Command::Work { queues, .. } => {
             if let Some(unknown) = queues
                 .iter()
                 .flatten()

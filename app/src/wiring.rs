@@ -64,37 +64,81 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings.runtime.clone(),
         alerts,
     );
-    let record_directory = records::record_directory(db.clone());
-    let modules = vec![
-        records::module(records::RecordsDeps {
-            db: db.clone(),
-            outbox: rt.outbox(),
-            jobs: rt.jobs(),
-            clock: clock.clone(),
-        }),
-        billing::module(billing::BillingDeps {
-            db: db.clone(),
-            outbox: rt.outbox(),
-            clock: clock.clone(),
-            records: record_directory.clone(),
-        }),
-        notifications::module(notifications::NotificationsDeps {
-            db: db.clone(),
-            jobs: rt.jobs(),
-            clock: clock.clone(),
-            records: record_directory,
-            invoices: billing::invoice_directory(db.clone()),
-            imports: records::import_directory(db.clone()),
-            config: settings.notifications.clone(),
-        })
-        .context("building the notifications module")?,
-    ];
+    let modules = build_modules(settings, &db, &rt, &clock)?;
     let refs: Vec<&Module> = modules.iter().collect();
     rt.install(&refs).context("registering modules")?;
     Ok(Wired {
         runtime: rt,
         modules,
     })
+}
+
+/// Builds the modules enabled here (`[modules] enabled`, `--modules`); a query port whose
+/// owner runs elsewhere is its HTTP adapter ([`crate::remote`]) at `[modules.remote]`.
+fn build_modules(
+    settings: &Settings,
+    db: &events::Db,
+    rt: &Runtime,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<Vec<Module>> {
+    let here = &settings.modules;
+    let remote = |owner: &'static str, asker: &str| -> anyhow::Result<Arc<crate::remote::Remote>> {
+        let base = here.remote.get(owner).with_context(|| {
+            format!(
+                "module `{asker}` needs `{owner}`, which is not enabled here: set [modules.remote] {owner} = \"http://…\" or enable it"
+            )
+        })?;
+        crate::remote::port(owner, base)
+    };
+    let records_port = |asker: &str| -> anyhow::Result<Arc<dyn events::queries::RecordDirectory>> {
+        if here.has("records") {
+            Ok(records::record_directory(db.clone()))
+        } else {
+            Ok(remote("records", asker)?)
+        }
+    };
+    let mut modules = Vec::new();
+    if here.has("records") {
+        modules.push(records::module(records::RecordsDeps {
+            db: db.clone(),
+            outbox: rt.outbox(),
+            jobs: rt.jobs(),
+            clock: clock.clone(),
+        }));
+    }
+    if here.has("billing") {
+        modules.push(billing::module(billing::BillingDeps {
+            db: db.clone(),
+            outbox: rt.outbox(),
+            clock: clock.clone(),
+            records: records_port("billing")?,
+        }));
+    }
+    if here.has("notifications") {
+        let invoices: Arc<dyn events::queries::InvoiceDirectory> = if here.has("billing") {
+            billing::invoice_directory(db.clone())
+        } else {
+            remote("billing", "notifications")?
+        };
+        let imports: Arc<dyn events::queries::ImportDirectory> = if here.has("records") {
+            records::import_directory(db.clone())
+        } else {
+            remote("records", "notifications")?
+        };
+        modules.push(
+            notifications::module(notifications::NotificationsDeps {
+                db: db.clone(),
+                jobs: rt.jobs(),
+                clock: clock.clone(),
+                records: records_port("notifications")?,
+                invoices,
+                imports,
+                config: settings.notifications.clone(),
+            })
+            .context("building the notifications module")?,
+        );
+    }
+    Ok(modules)
 }
 
 /// A database URL without its password, for messages.

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod broker;
 pub mod db_time;
 pub mod error;
 pub mod idempotency;
@@ -82,6 +83,7 @@ impl Runtime {
             registry.clone(),
             clock.clone(),
             queue.clone(),
+            config.broker.clone(),
         ));
         Self {
             db,
@@ -212,6 +214,7 @@ impl Runtime {
             worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
         });
         let (listen_stop, listen_rx) = watch::channel(false);
+        let broker_stop = listen_rx.clone();
         let listener = (self.db.backend() == Backend::Postgres).then(|| {
             tokio::spawn(wake::listen_postgres(
                 self.database_url.clone(),
@@ -219,11 +222,36 @@ impl Runtime {
                 listen_rx,
             ))
         });
+        let broker = match &self.config.broker {
+            Some(config) => {
+                let relay = broker::relay::Relay {
+                    db: own_pool(2, None).await?,
+                    time: self.time.clone(),
+                    config: config.clone(),
+                    holder: shared.worker_id.clone(),
+                    lease_ttl: self.config.dead_after,
+                };
+                let mut tasks = vec![broker::relay::spawn(relay, broker_stop.clone())];
+                if config.consume {
+                    let consumers = broker::consume::Consumers {
+                        db: self.db.clone(),
+                        time: self.time.clone(),
+                        config: config.clone(),
+                        registry: self.registry.clone(),
+                        queue: self.queue.clone(),
+                    };
+                    tasks.extend(consumers.spawn(broker_stop.clone()));
+                }
+                tasks
+            }
+            None => Vec::new(),
+        };
         let pool = WorkerPool::start(shared, queues).await?;
         Ok(Workers {
             pool,
             listen_stop,
             listener,
+            broker,
         })
     }
 
@@ -240,6 +268,8 @@ pub struct Workers {
     pool: WorkerPool,
     listen_stop: watch::Sender<bool>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The broker relay and consumers, stopped with the listener.
+    broker: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Workers {
@@ -249,6 +279,9 @@ impl Workers {
         let _ = self.listen_stop.send(true);
         if let Some(l) = self.listener {
             let _ = l.await;
+        }
+        for task in self.broker {
+            let _ = task.await;
         }
     }
 

@@ -18,6 +18,7 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::broker::BrokerConfig;
 use crate::queue::SqlJobQueue;
 use crate::registry::{EVENTS_QUEUE, Registry, listener_job_type};
 
@@ -27,15 +28,23 @@ pub struct SqlOutbox {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     queue: Arc<SqlJobQueue>,
+    broker: Option<BrokerConfig>,
 }
 
 impl SqlOutbox {
     /// An outbox that looks subscribers up in `registry` and enqueues through `queue`.
-    pub fn new(registry: Arc<Registry>, clock: Arc<dyn Clock>, queue: Arc<SqlJobQueue>) -> Self {
+    /// With `broker` set, events it publishes are also written for the relay.
+    pub fn new(
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        queue: Arc<SqlJobQueue>,
+        broker: Option<BrokerConfig>,
+    ) -> Self {
         Self {
             registry,
             clock,
             queue,
+            broker,
         }
     }
 }
@@ -71,6 +80,19 @@ impl Outbox for SqlOutbox {
         .bind(envelope.payload.to_string())
         .execute(&mut *conn)
         .await?;
+        if let Some(broker) = self.broker.as_ref().filter(|b| b.publishes(&envelope.name)) {
+            let body = crate::broker::wire_body(&envelope).map_err(PublishError::Encode)?;
+            // `tx` takes its default: the transaction's id on PostgreSQL, 0 on SQLite.
+            sqlx::query(
+                "INSERT INTO keel_relay (event_id, subject, body, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(envelope.id.to_string())
+            .bind(broker.subject_for(&envelope.name))
+            .bind(String::from_utf8_lossy(&body).into_owned())
+            .bind(envelope.occurred_at.timestamp_millis())
+            .execute(&mut *conn)
+            .await?;
+        }
         let delivery_trace = TraceContext {
             correlation_id: envelope.correlation_id.clone(),
             causation_id: Some(envelope.id),

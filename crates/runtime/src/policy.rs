@@ -96,6 +96,8 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
     /// A queue whose oldest ready job waited longer than this raises a `queue_stale` alert.
     pub stale_queue_after: Duration,
+    /// `[broker]`: when set, events named in `publish` also go to NATS JetStream.
+    pub broker: Option<crate::broker::BrokerConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -114,6 +116,7 @@ impl Default for RuntimeConfig {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             stale_queue_after: Duration::from_secs(600),
+            broker: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | inbox entries, recorded requests | `[workers] retention` |
 //! | idempotency keys (stored answers) | one day |
 //! | workers stopped long ago | `[workers] retention` |
+//! | relayed events (`keel_relay`, once published), broker receipts | `[workers] retention` |
 //!
 //! A round deletes batch after batch, round-robin over the tables — every table gets at
 //! least one batch a round, so a slow one never starves the others — until every table is
@@ -44,10 +45,12 @@ enum Target {
     Requests,
     IdempotencyKeys,
     Workers,
+    Relayed,
+    Received,
 }
 
 impl Target {
-    const ALL: [Target; 7] = [
+    const ALL: [Target; 9] = [
         Target::FinishedJobs,
         Target::DeadLetters,
         Target::Events,
@@ -55,6 +58,8 @@ impl Target {
         Target::Requests,
         Target::IdempotencyKeys,
         Target::Workers,
+        Target::Relayed,
+        Target::Received,
     ];
 
     fn label(self) -> &'static str {
@@ -66,6 +71,8 @@ impl Target {
             Target::Requests => "requests",
             Target::IdempotencyKeys => "idempotency_keys",
             Target::Workers => "workers",
+            Target::Relayed => "relay",
+            Target::Received => "broker_received",
         }
     }
 }
@@ -179,6 +186,27 @@ async fn prune_batch(shared: &Shared, target: Target, batch: i64) -> Result<u64,
                 shared,
                 "DELETE FROM keel_workers WHERE id IN (SELECT id FROM keel_workers \
                  WHERE stopped_at IS NOT NULL AND stopped_at < NOW_MS - $2 LIMIT $3)",
+                retention,
+                batch,
+            )
+            .await
+        }
+        // Only published rows go: an event the broker has not acknowledged stays however old.
+        Target::Relayed => {
+            delete(
+                shared,
+                "DELETE FROM keel_relay WHERE position IN (SELECT position FROM keel_relay \
+                 WHERE published_at IS NOT NULL AND published_at < NOW_MS - $2 LIMIT $3)",
+                retention,
+                batch,
+            )
+            .await
+        }
+        Target::Received => {
+            delete(
+                shared,
+                "DELETE FROM keel_broker_received WHERE (listener, event_id) IN (SELECT listener, event_id \
+                 FROM keel_broker_received WHERE received_at < NOW_MS - $2 LIMIT $3)",
                 retention,
                 batch,
             )
