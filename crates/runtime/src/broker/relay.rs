@@ -93,7 +93,8 @@ impl Relay {
                         tracing::warn!(error = %e, failures, "broker relay: events wait in the database");
                     }
                     stream_ready = false;
-                    Duration::from_millis(200 * u64::from(failures.min(10)))
+                    // Never so long that the lease lapses while the broker is away.
+                    Duration::from_millis(200 * u64::from(failures.min(10))).min(self.lease_ttl / 3)
                 }
             };
             if pause > Duration::ZERO {
@@ -135,6 +136,12 @@ impl Relay {
         }
         let pending = self.pending().await.map_err(db_error)?;
         if pending.is_empty() {
+            return Ok(0);
+        }
+        // Connecting may have taken longer than the lease: renew it before publishing. (Two
+        // relays publishing at once would still not reorder: each publishes from the oldest
+        // unmarked row in order, and the broker keeps each event's first copy only.)
+        if !self.take_lease().await.map_err(db_error)? {
             return Ok(0);
         }
         let (acked, failure) = publish(&context, &pending).await;
