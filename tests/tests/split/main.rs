@@ -6,6 +6,7 @@
 
 mod crossing;
 mod failures;
+mod replicas;
 
 use std::path::Path;
 use std::process::Command;
