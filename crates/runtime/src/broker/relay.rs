@@ -23,7 +23,7 @@
 //! [`LEASE`]) on the database's clock; another replica takes over only after it expired, and
 //! starts from the oldest unmarked row: no gap, no reordering.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
@@ -41,8 +41,11 @@ pub const LEASE: &str = "broker_relay";
 /// Rows published per round.
 const BATCH: i64 = 256;
 
-/// How often an idle relay looks for new rows.
-const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How often the relay, when idle, looks for new rows (a cheap read of a partial index).
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// How often a replica that does not hold the lease tries to take it, at most.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// What the relay needs.
 #[derive(Debug, Clone)]
@@ -74,16 +77,21 @@ impl Relay {
         let mut js: Option<jetstream::Context> = None;
         let mut stream_ready = false;
         let mut failures: u32 = 0;
+        let mut renewed: Option<Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let pause = match self.round(&mut js, &mut stream_ready).await {
-                Ok(published) if published >= BATCH as usize => {
+            let pause = match self.round(&mut js, &mut stream_ready, &mut renewed).await {
+                Ok(None) => {
+                    failures = 0;
+                    STANDBY_POLL.min(self.lease_ttl / 3)
+                }
+                Ok(Some(published)) if published >= BATCH as usize => {
                     failures = 0;
                     Duration::ZERO
                 }
-                Ok(_) => {
+                Ok(Some(_)) => {
                     failures = 0;
                     IDLE_POLL
                 }
@@ -112,14 +120,15 @@ impl Relay {
     }
 
     /// Takes or renews the lease and, when held, publishes one batch. Returns how many rows
-    /// were published (0 when another replica relays).
+    /// were published, `None` when another replica holds the lease.
     async fn round(
         &self,
         js: &mut Option<jetstream::Context>,
         stream_ready: &mut bool,
-    ) -> Result<usize, BrokerError> {
-        if !self.take_lease().await.map_err(db_error)? {
-            return Ok(0);
+        renewed: &mut Option<Instant>,
+    ) -> Result<Option<usize>, BrokerError> {
+        if !self.hold_lease(renewed).await? {
+            return Ok(None);
         }
         let context = match js {
             Some(c) => c.clone(),
@@ -136,13 +145,13 @@ impl Relay {
         }
         let pending = self.pending().await.map_err(db_error)?;
         if pending.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         // Connecting may have taken longer than the lease: renew it before publishing. (Two
         // relays publishing at once would still not reorder: each publishes from the oldest
         // unmarked row in order, and the broker keeps each event's first copy only.)
-        if !self.take_lease().await.map_err(db_error)? {
-            return Ok(0);
+        if !self.hold_lease(renewed).await? {
+            return Ok(None);
         }
         let (acked, failure) = publish(&context, &pending).await;
         let n = acked.len();
@@ -150,8 +159,21 @@ impl Relay {
         metrics::counter!("keel_broker_published_total").increment(n as u64);
         match failure {
             Some(e) => Err(e),
-            None => Ok(n),
+            None => Ok(Some(n)),
         }
+    }
+
+    /// Whether this process holds the lease: renewed on the database when the last renewal
+    /// is older than a third of its term (an idle relay polls often; it need not write as
+    /// often), taken when it is free or expired.
+    async fn hold_lease(&self, renewed: &mut Option<Instant>) -> Result<bool, BrokerError> {
+        if renewed.is_some_and(|at| at.elapsed() < self.lease_ttl / 3) {
+            return Ok(true);
+        }
+        let asked = Instant::now();
+        let held = self.take_lease().await.map_err(db_error)?;
+        *renewed = held.then_some(asked);
+        Ok(held)
     }
 
     /// Takes the relay lease, or renews it when this process holds it.
@@ -197,24 +219,40 @@ impl Relay {
             .collect()
     }
 
-    /// Marks acknowledged rows published, with the stream sequence the broker gave them.
+    /// Marks acknowledged rows published, with the stream sequence the broker gave them:
+    /// one `UPDATE … FROM (VALUES …)` per chunk of rows.
     async fn mark(&self, acked: &[(i64, String, u64)]) -> Result<(), sqlx::Error> {
+        const ROWS: usize = 64;
         if acked.is_empty() {
             return Ok(());
         }
-        let sql = self.time.sql(
-            "UPDATE keel_relay SET published_at = NOW_MS, stream = $2, stream_seq = $3 \
-             WHERE position = $4",
-        );
         let mut tx = self.db.pool().begin().await?;
-        for (position, stream, seq) in acked {
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(self.time.fixed())
-                .bind(stream)
-                .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
-                .bind(position)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in acked.chunks(ROWS) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let p = 2 + i * 3;
+                    match self.db.backend() {
+                        Backend::Postgres => {
+                            format!("(${p}::BIGINT, ${}::TEXT, ${}::BIGINT)", p + 1, p + 2)
+                        }
+                        Backend::Sqlite => format!("(${p}, ${}, ${})", p + 1, p + 2),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = self.time.sql(&format!(
+                "UPDATE keel_relay SET published_at = NOW_MS, stream = v.stream, stream_seq = v.seq \
+                 FROM (SELECT column1 AS position, column2 AS stream, column3 AS seq FROM (VALUES {values}) AS t) AS v \
+                 WHERE keel_relay.position = v.position"
+            ));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.time.fixed());
+            for (position, stream, seq) in chunk {
+                query = query
+                    .bind(*position)
+                    .bind(stream.as_str())
+                    .bind(i64::try_from(*seq).unwrap_or(i64::MAX));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
