@@ -4,6 +4,7 @@
 //! webhook and SMTP receivers, on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod config;
 mod crossing;
 mod failures;
 mod replicas;
