@@ -152,6 +152,7 @@ impl Application {
                     runtime: self.wired.runtime.clone(),
                     admin_token: self.settings.admin_token.clone(),
                     requests: requests.clone(),
+                    modules: self.settings.modules.enabled.clone(),
                 };
                 let router = http::router(routes, state, self.settings.max_body);
                 let mut on_stop = stopped.clone();

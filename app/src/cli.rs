@@ -38,12 +38,18 @@ pub enum Command {
         /// API only: leave the queues to `keel work` processes.
         #[arg(long)]
         no_workers: bool,
+        /// Only these modules, comma-separated (e.g. `records,billing`); overrides `[modules] enabled`.
+        #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+        modules: Option<Vec<String>>,
     },
     /// Queue workers only.
     Work {
         /// Only these queues, comma-separated (e.g. `webhooks,emails`).
         #[arg(long, value_delimiter = ',', value_name = "QUEUES")]
         queues: Option<Vec<String>>,
+        /// Only these modules' listeners and jobs, comma-separated; overrides `[modules] enabled`.
+        #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+        modules: Option<Vec<String>>,
     },
     /// Apply pending migrations and exit.
     Migrate,

@@ -82,6 +82,7 @@ fn render_node(out: &mut String, node: &TraceNode, prefix: &str, last: bool) {
             at: t,
             name,
             version,
+            broker,
             children,
             ..
         } => {
@@ -90,6 +91,9 @@ fn render_node(out: &mut String, node: &TraceNode, prefix: &str, last: bool) {
                 "{prefix}{branch}event {name} v{version} {id} at {}",
                 at(t)
             );
+            for note in broker {
+                let _ = writeln!(out, "{below}  ↔ {note}");
+            }
             children
         }
         TraceNode::Job {

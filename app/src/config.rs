@@ -93,6 +93,12 @@ pub struct FileConfig {
     /// `[listeners."<name>"]`: a listener's start point in the past.
     #[serde(default)]
     pub listeners: BTreeMap<String, crate::events_config::ListenerSection>,
+    /// `[broker]`: events on NATS JetStream.
+    #[serde(default)]
+    pub broker: crate::deployment::BrokerSection,
+    /// `[modules]`: which modules run here, and `[modules.remote]`.
+    #[serde(default)]
+    pub modules: crate::deployment::ModulesSection,
 }
 
 /// `[database]`
@@ -298,6 +304,8 @@ pub struct Overrides {
     pub admin_token: Option<String>,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub otlp_endpoint: Option<String>,
+    /// `--modules`, which wins over `[modules] enabled`.
+    pub modules: Option<Vec<String>>,
 }
 
 /// Connections kept for HTTP requests on top of the jobs' (see [`Settings::fit_pool`]).
@@ -322,6 +330,8 @@ pub struct Settings {
     pub runtime: RuntimeConfig,
     /// Outbound webhooks and email.
     pub notifications: notifications::NotificationsConfig,
+    /// Which modules run here and where the others are served.
+    pub modules: crate::deployment::Modules,
     /// Alerting.
     pub alerts: AlertSettings,
     /// `[schedules.<name>]`: overrides and additions to the modules' schedules.
@@ -593,6 +603,8 @@ impl Settings {
         if let Some(d) = file.alerts.queue_age_threshold {
             runtime.stale_queue_after = nonzero(d, "alerts.queue_age_threshold")?;
         }
+        runtime.broker = crate::deployment::resolve_broker(file.broker)?;
+        let modules = crate::deployment::Modules::resolve(file.modules, o.modules.as_deref())?;
         let alerts = AlertSettings {
             webhook_url: file.alerts.webhook_url,
             secret: file.alerts.secret,
@@ -617,6 +629,7 @@ impl Settings {
             max_body: file.http.max_body.map_or(1 << 20, |b| b.0),
             runtime,
             notifications,
+            modules,
             alerts,
             schedules,
             overdue_after,

@@ -10,10 +10,12 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contracts;
+pub mod deployment;
 pub mod event_commands;
 pub mod events_config;
 pub mod http;
 pub mod operator_alerts;
+pub mod remote;
 pub mod telemetry;
 pub mod webhook_commands;
 pub mod wiring;
@@ -29,12 +31,32 @@ use crate::config::{Overrides, Settings};
 /// # Errors
 /// Any failure, as one line for stderr.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let modules = match &cli.command {
+        Command::Serve { modules, .. } | Command::Work { modules, .. } => modules.clone(),
+        _ => None,
+    };
+    if let Some(unknown) = modules
+        .iter()
+        .flatten()
+        .find(|m| !deployment::MODULES.contains(&m.as_str()))
+    {
+        <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "unknown module `{unknown}` for --modules (known: {})",
+                    deployment::MODULES.join(", ")
+                ),
+            )
+            .exit();
+    }
     let overrides = Overrides {
         config_path: cli.global.config.clone(),
         database_url: cli.global.database_url.clone(),
         listen: cli.global.listen.clone(),
         admin_token: std::env::var("KEEL_ADMIN_TOKEN").ok(),
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
+        modules,
     };
     let settings = Settings::load(&overrides)?;
     let telemetry = telemetry::init(
@@ -49,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { no_workers } => {
+        Command::Serve { no_workers, .. } => {
             let mode = if no_workers {
                 WorkerMode::None
             } else {
@@ -59,7 +81,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(address = %app.address(), "keel is listening");
             app.run_until(application::shutdown_signal()).await
         }
-        Command::Work { queues } => {
+        Command::Work { queues, .. } => {
             if let Some(unknown) = queues
                 .iter()
                 .flatten()

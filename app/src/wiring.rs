@@ -64,34 +64,7 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings.runtime.clone(),
         alerts.clone(),
     );
-    let record_directory = records::record_directory(db.clone());
-    let modules = vec![
-        records::module(records::RecordsDeps {
-            db: db.clone(),
-            outbox: rt.outbox(),
-            jobs: rt.jobs(),
-            clock: clock.clone(),
-        }),
-        billing::module(billing::BillingDeps {
-            db: db.clone(),
-            outbox: rt.outbox(),
-            clock: clock.clone(),
-            records: record_directory.clone(),
-            overdue_after: settings.overdue_after,
-        }),
-        notifications::module(notifications::NotificationsDeps {
-            db: db.clone(),
-            jobs: rt.jobs(),
-            outbox: rt.outbox(),
-            clock: clock.clone(),
-            records: record_directory,
-            invoices: billing::invoice_directory(db.clone()),
-            imports: records::import_directory(db.clone()),
-            config: settings.notifications.clone(),
-        })
-        .context("building the notifications module")?,
-        crate::operator_alerts::module(alerts),
-    ];
+    let modules = build_modules(settings, &db, &rt, &clock, alerts)?;
     let refs: Vec<&Module> = modules.iter().collect();
     rt.install(&refs).context("registering modules")?;
     rt.configure_schedules(&refs, &settings.schedules)
@@ -100,6 +73,79 @@ pub async fn wire(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         runtime: rt,
         modules,
     })
+}
+
+/// Builds the modules enabled here (`[modules] enabled`, `--modules`); a query port whose
+/// owner runs elsewhere is its HTTP adapter ([`crate::remote`]) at `[modules.remote]`.
+fn build_modules(
+    settings: &Settings,
+    db: &events::Db,
+    rt: &Runtime,
+    clock: &Arc<dyn Clock>,
+    alerts: Arc<WebhookAlerts>,
+) -> anyhow::Result<Vec<Module>> {
+    let here = &settings.modules;
+    let remote = |owner: &'static str, asker: &str| -> anyhow::Result<Arc<crate::remote::Remote>> {
+        let base = here.remote.get(owner).with_context(|| {
+            format!(
+                "module `{asker}` needs `{owner}`, which is not enabled here: set [modules.remote] {owner} = \"http://…\" or enable it"
+            )
+        })?;
+        crate::remote::port(owner, base)
+    };
+    let records_port = |asker: &str| -> anyhow::Result<Arc<dyn events::queries::RecordDirectory>> {
+        if here.has("records") {
+            Ok(records::record_directory(db.clone()))
+        } else {
+            Ok(remote("records", asker)?)
+        }
+    };
+    let mut modules = Vec::new();
+    if here.has("records") {
+        modules.push(records::module(records::RecordsDeps {
+            db: db.clone(),
+            outbox: rt.outbox(),
+            jobs: rt.jobs(),
+            clock: clock.clone(),
+        }));
+    }
+    if here.has("billing") {
+        modules.push(billing::module(billing::BillingDeps {
+            db: db.clone(),
+            outbox: rt.outbox(),
+            clock: clock.clone(),
+            records: records_port("billing")?,
+            overdue_after: settings.overdue_after,
+        }));
+    }
+    if here.has("notifications") {
+        let invoices: Arc<dyn events::queries::InvoiceDirectory> = if here.has("billing") {
+            billing::invoice_directory(db.clone())
+        } else {
+            remote("billing", "notifications")?
+        };
+        let imports: Arc<dyn events::queries::ImportDirectory> = if here.has("records") {
+            records::import_directory(db.clone())
+        } else {
+            remote("records", "notifications")?
+        };
+        modules.push(
+            notifications::module(notifications::NotificationsDeps {
+                db: db.clone(),
+                jobs: rt.jobs(),
+                outbox: rt.outbox(),
+                clock: clock.clone(),
+                records: records_port("notifications")?,
+                invoices,
+                imports,
+                config: settings.notifications.clone(),
+            })
+            .context("building the notifications module")?,
+        );
+        // The operator alert for a disabled endpoint follows the module that publishes it.
+        modules.push(crate::operator_alerts::module(alerts));
+    }
+    Ok(modules)
 }
 
 /// A database URL without its password, for messages.

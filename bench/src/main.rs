@@ -10,6 +10,8 @@
 //! keel-bench prune --database-url URL [--jobs N]
 //! keel-bench peers --database-url postgres://… [--jobs N] [--concurrency C] [--rounds R]
 //!                  [--only graphile-worker,apalis]
+//! keel-bench split --database-url URL [--nats-url nats://127.0.0.1:4222] [--events 20000]
+//!                  [--idle-samples 200]
 //! keel-bench soak --database-url URL [--seconds 600] [--retention 30s] [--sample-every 5s]
 //!                 [--concurrency 32] [--batch 500] [--event-every 5] [--producers 2]
 //!                 [--ahead 5000]
@@ -40,6 +42,7 @@ mod report;
 mod results;
 mod served;
 mod soak;
+mod split;
 mod stats;
 mod suite;
 mod tables;
@@ -106,6 +109,12 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
   --concurrency; samples the runtime's row counts, this process's RSS, jobs drained/s and
   rows pruned/s
 
+       keel-bench split --database-url URL [--nats-url nats://127.0.0.1:4222]
+                        [--events 20000] [--idle-samples 200]
+  events on NATS JetStream: relay throughput (events published and acknowledged per
+  second, from a committed backlog) and POST on deployment A → webhook from deployment B
+  (notifications split off, consuming from the broker), p50/p99 at idle
+
        keel-bench suite …    every scenario in one run (keel-bench suite --help)
        keel-bench report …   tables, charts and BENCHMARKS.md (keel-bench report --help)";
 
@@ -127,8 +136,10 @@ fn main() -> ExitCode {
     if let Some(("peers", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
         return peers::main(rest);
     }
-    if let Some((command @ ("chain" | "write" | "import" | "memory" | "prune" | "soak"), rest)) =
-        args.split_first().map(|(c, r)| (c.as_str(), r))
+    if let Some((
+        command @ ("chain" | "write" | "import" | "memory" | "prune" | "soak" | "split"),
+        rest,
+    )) = args.split_first().map(|(c, r)| (c.as_str(), r))
     {
         return run_json_scenario(command, rest);
     }
@@ -190,6 +201,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
             Scenario::Memory(o) => memory::run(o).await,
             Scenario::Prune(o) => prune::run(o).await,
             Scenario::Soak(o) => soak::run(o).await,
+            Scenario::Split(o) => split::run(o).await,
         }
     });
     match result {
@@ -212,6 +224,7 @@ enum Scenario {
     Memory(memory::Options),
     Prune(prune::Options),
     Soak(soak::Options),
+    Split(split::Options),
 }
 
 impl Scenario {
@@ -236,6 +249,14 @@ impl Scenario {
             "prune" => Self::Prune(prune::Options {
                 database_url,
                 jobs: f.number("--jobs", 200_000)?,
+            }),
+            "split" => Self::Split(split::Options {
+                database_url,
+                nats_url: f
+                    .text("--nats-url")
+                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned()),
+                events: f.number("--events", 20_000)?,
+                idle_samples: f.number("--idle-samples", 200)?,
             }),
             "soak" => Self::Soak(soak::Options {
                 database_url,

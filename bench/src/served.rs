@@ -44,6 +44,14 @@ impl ServedApp {
     /// # Errors
     /// Fails when the configuration is refused or the app does not start.
     pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(database_url, "").await
+    }
+
+    /// As [`ServedApp::start`], with more `keel.toml` appended (e.g. `[broker]`, `[modules]`).
+    ///
+    /// # Errors
+    /// As [`ServedApp::start`].
+    pub async fn start_with(database_url: &str, extra_toml: &str) -> anyhow::Result<Self> {
         let mail_dir = tempfile::Builder::new()
             .prefix("keel-bench-mail-")
             .tempdir()?;
@@ -52,6 +60,7 @@ impl ServedApp {
              [webhooks]\nallow_private_targets = true\n\n[smtp]\nmail_dir = {:?}\n",
             mail_dir.path().display().to_string()
         );
+        let text = format!("{text}\n{extra_toml}");
         let settings = Settings::from_toml(&text, &Overrides::default())
             .with_context(|| format!("the bench configuration is refused:\n{text}"))?;
         let application = Application::build_with_clock(

@@ -335,6 +335,19 @@ impl KeelProcess {
     /// `env!("CARGO_BIN_EXE_keel-under-test")`, the real `app/src/main.rs` that cargo builds
     /// for them (cargo tells only integration tests where a package's binaries are).
     pub async fn start(binary: &Path, db: &TestDb, options: &AppOptions) -> Self {
+        Self::start_with(binary, db, options, &["serve"]).await
+    }
+
+    /// As [`KeelProcess::start`], running `keel <args…>` (e.g. `serve --modules records`, or
+    /// `work --queues webhooks`). A `serve` is waited for until it listens; anything else
+    /// until it logged that its workers started (`base` is then empty).
+    pub async fn start_with(
+        binary: &Path,
+        db: &TestDb,
+        options: &AppOptions,
+        args: &[&str],
+    ) -> Self {
+        let serving = args.first() == Some(&"serve");
         let dir = tempfile::Builder::new()
             .prefix("keel-process-")
             .tempdir()
@@ -348,7 +361,7 @@ impl KeelProcess {
         let mut child = tokio::process::Command::new(binary)
             .arg("--config")
             .arg(&config)
-            .arg("serve")
+            .args(args)
             .current_dir(dir.path())
             .env("KEEL_LOG_FORMAT", "json")
             .env("RUST_LOG", "info,sqlx=warn")
@@ -375,7 +388,12 @@ impl KeelProcess {
                 kept.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(line.clone());
-                if let Some(tx) = found.take_if(|_| line.contains("keel is listening")) {
+                let ready = if serving {
+                    line.contains("keel is listening")
+                } else {
+                    line.contains("workers started")
+                };
+                if let Some(tx) = found.take_if(|_| ready) {
                     let address = serde_json::from_str::<Value>(&line)
                         .ok()
                         .and_then(|v| v["address"].as_str().map(str::to_owned))
@@ -391,12 +409,21 @@ impl KeelProcess {
             .expect("keel did not report its address within 30 s")
             .expect("keel exited before listening");
         Self {
-            base: format!("http://{address}"),
+            base: if serving {
+                format!("http://{address}")
+            } else {
+                String::new()
+            },
             child,
             config,
             logs,
             _dir: dir,
         }
+    }
+
+    /// Its process id (`None` once it exited).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The `keel.toml` it runs with, for CLI commands against the same database.

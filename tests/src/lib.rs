@@ -15,6 +15,7 @@
 //! - [`process`]: spawning and signalling the `test-worker` binary for multi-process tests.
 //! - [`app`]: [`spawn_app`], the real application on a random port against a [`TestDb`]
 //!   with fast schedules, and [`app::KeelProcess`], the real `keel` binary as a child process;
+//! - [`nats`]: a real `nats-server` with JetStream on a free port, stoppable and restartable;
 //! - [`receivers`]: a real HTTP receiver and a real SMTP server that record what they get;
 //! - [`webhook_verify`]: Standard Webhooks signature checks written from the specification.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -24,6 +25,7 @@ pub mod app;
 pub mod clock;
 pub mod db;
 pub mod harness;
+pub mod nats;
 pub mod poll;
 pub mod process;
 pub mod receivers;

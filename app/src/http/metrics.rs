@@ -119,6 +119,12 @@ async fn render(State(runtime): State<Runtime>) -> Result<impl IntoResponse, Api
         }
         metrics::gauge!("keel_queue_oldest_ready_age_seconds", "queue" => s.queue.clone())
             .set(s.oldest_ready_age_seconds.unwrap_or(0.0));
+        if s.queue == runtime::admin::BROKER_ROW {
+            // The relay's own names, besides the `queue="broker"` row.
+            metrics::gauge!("keel_broker_backlog").set(s.ready as f64);
+            metrics::gauge!("keel_broker_lag_seconds")
+                .set(s.oldest_ready_age_seconds.unwrap_or(0.0));
+        }
     }
     let alive =
         runtime::admin::workers_alive(runtime.db(), runtime.time(), runtime.config().dead_after)

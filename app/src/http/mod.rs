@@ -28,6 +28,8 @@ pub struct EdgeState {
     pub admin_token: Option<String>,
     /// Where mutating requests are recorded for `keel trace`, off the request's path.
     pub requests: runtime::request_log::RequestLog,
+    /// The modules served here (`/openapi.json` describes only these).
+    pub modules: Vec<String>,
 }
 
 /// Builds the whole router from the modules' routes.
@@ -40,7 +42,7 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
         .merge(admin::routes(state.clone()))
         .merge(dashboard::routes(state.clone()))
         .merge(metrics::routes(state.runtime.clone()))
-        .merge(openapi::routes())
+        .merge(openapi::routes(&state.modules))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -7,7 +7,7 @@
 //! for every route: the `x-correlation-id` header on every answer and `Idempotency-Key` on
 //! POSTs. The document is built once and served from memory.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::header;
@@ -37,9 +37,16 @@ pub const ADMIN_SCHEME: &str = "admin_token";
 )]
 struct AppDoc;
 
-/// The openapi route.
-pub fn routes() -> Router {
-    Router::new().route("/openapi.json", get(openapi_json))
+/// The openapi route, describing only the modules served here.
+pub fn routes(modules: &[String]) -> Router {
+    let all = crate::deployment::MODULES.len() == modules.len();
+    let doc = if all {
+        serde_json::to_string(document())
+    } else {
+        serde_json::to_string(&build_for(modules))
+    };
+    let doc: Arc<str> = Arc::from(doc.unwrap_or_else(|_| "{}".to_owned()));
+    Router::new().route("/openapi.json", get(move || openapi_json(doc.clone())))
 }
 
 /// The whole document, built on first use.
@@ -50,16 +57,33 @@ pub fn document() -> &'static OpenApi {
 
 /// Merges every module's document with the app's into one.
 pub fn build() -> OpenApi {
+    let all: Vec<String> = crate::deployment::MODULES
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
+    build_for(&all)
+}
+
+/// As [`build`], with only `modules`' routes (a deployment running a subset).
+pub fn build_for(modules: &[String]) -> OpenApi {
     let mut doc = AppDoc::openapi();
-    for part in [
-        records::openapi(),
-        billing::openapi(),
-        notifications::openapi(),
+    let has = |m: &str| modules.iter().any(|n| n == m);
+    let mut parts = Vec::new();
+    if has("records") {
+        parts.push(records::openapi());
+    }
+    if has("billing") {
+        parts.push(billing::openapi());
+    }
+    if has("notifications") {
+        parts.push(notifications::openapi());
+    }
+    for part in parts.into_iter().chain([
         health::ApiDoc::openapi(),
         metrics::ApiDoc::openapi(),
         admin::ApiDoc::openapi(),
         super::admin_events::ApiDoc::openapi(),
-    ] {
+    ]) {
         doc.merge(part);
     }
     doc.info = InfoBuilder::new()
@@ -163,10 +187,10 @@ fn add_edge_headers(doc: &mut OpenApi, components: &mut Components) {
     tag = "operations",
     responses((status = 200, description = "The API's OpenAPI 3 document.", body = serde_json::Value))
 )]
-async fn openapi_json() -> impl IntoResponse {
+async fn openapi_json(doc: Arc<str>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        axum::Json(document()),
+        doc.to_string(),
     )
 }
 

@@ -108,7 +108,37 @@ pub async fn queue_stats(
             _ => {}
         }
     }
-    Ok(out.into_values().collect())
+    let mut stats: Vec<QueueStats> = out.into_values().collect();
+    stats.extend(broker_stats(db, time).await?);
+    Ok(stats)
+}
+
+/// The row [`queue_stats`] shows for the broker relay: events committed but not yet
+/// acknowledged by the broker (`ready`) and the age of the oldest (the relay's lag).
+pub const BROKER_ROW: &str = "broker";
+
+/// The broker relay's backlog, once this database has ever relayed an event.
+async fn broker_stats(db: &Db, time: &DbTime) -> Result<Option<QueueStats>, RuntimeError> {
+    let sql = time.sql(
+        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest, NOW_MS AS db_now, \
+           (SELECT COUNT(*) FROM (SELECT 1 FROM keel_relay LIMIT 1) AS any_row) AS used \
+         FROM keel_relay WHERE published_at IS NULL",
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(time.fixed())
+        .fetch_one(db.pool())
+        .await?;
+    if sum(&row, "used")? == 0 {
+        return Ok(None);
+    }
+    let now: i64 = row.try_get("db_now")?;
+    let oldest: Option<i64> = row.try_get("oldest")?;
+    Ok(Some(QueueStats {
+        queue: BROKER_ROW.to_owned(),
+        ready: sum(&row, "n")?,
+        oldest_ready_age_seconds: oldest.map(|o| (now - o).max(0) as f64 / 1000.0),
+        ..QueueStats::default()
+    }))
 }
 
 /// `SUM` comes back as an integer on SQLite and a numeric on PostgreSQL: read either.

@@ -14,6 +14,7 @@
 pub mod activity;
 pub mod admin;
 pub mod alerts;
+pub mod broker;
 pub mod db_time;
 pub mod error;
 pub mod event_log;
@@ -88,6 +89,7 @@ impl Runtime {
             registry.clone(),
             clock.clone(),
             queue.clone(),
+            config.broker.clone(),
         ));
         Self {
             db,
@@ -268,6 +270,7 @@ impl Runtime {
             schedules: self.schedules.clone(),
         });
         let (listen_stop, listen_rx) = watch::channel(false);
+        let broker_stop = listen_rx.clone();
         let listener = (self.db.backend() == Backend::Postgres).then(|| {
             tokio::spawn(wake::listen_postgres(
                 self.database_url.clone(),
@@ -276,11 +279,36 @@ impl Runtime {
             ))
         });
         self.declare_backfills().await?;
+        let broker = match &self.config.broker {
+            Some(config) => {
+                let relay = broker::relay::Relay {
+                    db: own_pool(2, None).await?,
+                    time: self.time.clone(),
+                    config: config.clone(),
+                    holder: shared.worker_id.clone(),
+                    lease_ttl: self.config.dead_after,
+                };
+                let mut tasks = vec![broker::relay::spawn(relay, broker_stop.clone())];
+                if config.consume {
+                    let consumers = broker::consume::Consumers {
+                        db: self.db.clone(),
+                        time: self.time.clone(),
+                        config: config.clone(),
+                        registry: self.registry.clone(),
+                        queue: self.queue.clone(),
+                    };
+                    tasks.extend(consumers.spawn(broker_stop.clone()));
+                }
+                tasks
+            }
+            None => Vec::new(),
+        };
         let pool = WorkerPool::start(shared, queues).await?;
         Ok(Workers {
             pool,
             listen_stop,
             listener,
+            broker,
         })
     }
 
@@ -346,6 +374,8 @@ pub struct Workers {
     pool: WorkerPool,
     listen_stop: watch::Sender<bool>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The broker relay and consumers, stopped with the listener.
+    broker: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Workers {
@@ -355,6 +385,9 @@ impl Workers {
         let _ = self.listen_stop.send(true);
         if let Some(l) = self.listener {
             let _ = l.await;
+        }
+        for task in self.broker {
+            let _ = task.await;
         }
     }
 

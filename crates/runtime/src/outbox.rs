@@ -19,6 +19,7 @@ use sqlx::Row;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::broker::BrokerConfig;
 use crate::placeholders::value_rows;
 use crate::queue::SqlJobQueue;
 use crate::registry::{EVENTS_QUEUE, Registry, listener_job_type};
@@ -29,15 +30,23 @@ pub struct SqlOutbox {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     queue: Arc<SqlJobQueue>,
+    broker: Option<BrokerConfig>,
 }
 
 impl SqlOutbox {
     /// An outbox that looks subscribers up in `registry` and enqueues through `queue`.
-    pub fn new(registry: Arc<Registry>, clock: Arc<dyn Clock>, queue: Arc<SqlJobQueue>) -> Self {
+    /// With `broker` set, events it publishes are also written for the relay.
+    pub fn new(
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        queue: Arc<SqlJobQueue>,
+        broker: Option<BrokerConfig>,
+    ) -> Self {
         Self {
             registry,
             clock,
             queue,
+            broker,
         }
     }
 }
@@ -112,6 +121,15 @@ impl SqlOutbox {
         for chunk in envelopes.chunks(EVENTS_PER_INSERT) {
             insert_events(conn, chunk).await?;
         }
+        if let Some(broker) = &self.broker {
+            let relayed: Vec<&EventEnvelope> = envelopes
+                .iter()
+                .filter(|e| broker.publishes(&e.name))
+                .collect();
+            for chunk in relayed.chunks(EVENTS_PER_INSERT) {
+                insert_relayed(conn, broker, chunk).await?;
+            }
+        }
         let mut queued = Vec::new();
         for (listener, batch) in self.subscribers_of(&envelopes) {
             if listener.dispatch() == Dispatch::Inline {
@@ -173,6 +191,32 @@ async fn insert_events(conn: &mut DbConn, envelopes: &[EventEnvelope]) -> Result
             .bind(envelope.correlation_id.as_str().to_owned())
             .bind(envelope.causation_id.map(|c| c.to_string()))
             .bind(envelope.payload.to_string());
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The relay's rows for `envelopes` (those the broker publishes), in one statement. `tx`
+/// takes its default: the writing transaction's id on PostgreSQL, 0 on SQLite; `position`
+/// numbers them in the order given.
+async fn insert_relayed(
+    conn: &mut DbConn,
+    broker: &BrokerConfig,
+    envelopes: &[&EventEnvelope],
+) -> Result<(), PublishError> {
+    const COLUMNS: usize = 4;
+    let sql = format!(
+        "INSERT INTO keel_relay (event_id, subject, body, created_at) VALUES {}",
+        value_rows(1, envelopes.len(), COLUMNS)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for envelope in envelopes {
+        let body = crate::broker::wire_body(envelope).map_err(PublishError::Encode)?;
+        query = query
+            .bind(envelope.id.to_string())
+            .bind(broker.subject_for(&envelope.name))
+            .bind(String::from_utf8_lossy(&body).into_owned())
+            .bind(envelope.occurred_at.timestamp_millis());
     }
     query.execute(&mut *conn).await?;
     Ok(())

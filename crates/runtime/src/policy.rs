@@ -114,6 +114,8 @@ pub struct RuntimeConfig {
     pub backfills: BTreeMap<String, DateTime<Utc>>,
     /// Deliveries per second a backfill feeds at most (`[events] backfill_rate`).
     pub backfill_rate: u32,
+    /// `[broker]`: when set, events named in `publish` also go to NATS JetStream.
+    pub broker: Option<crate::broker::BrokerConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -135,6 +137,7 @@ impl Default for RuntimeConfig {
             event_retention: None,
             backfills: BTreeMap::new(),
             backfill_rate: 50,
+            broker: None,
         }
     }
 }

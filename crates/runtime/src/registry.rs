@@ -157,6 +157,16 @@ impl Registry {
         names
     }
 
+    /// Every registered listener, once each, by name.
+    pub fn listeners(&self) -> Vec<Arc<dyn Listener>> {
+        let mut seen = std::collections::BTreeMap::new();
+        for listener in self.read().subscribers.values().flatten() {
+            seen.entry(listener.name())
+                .or_insert_with(|| listener.clone());
+        }
+        seen.into_values().collect()
+    }
+
     /// The listeners subscribed to an event name.
     pub fn subscribers(&self, event_name: &str) -> Vec<Arc<dyn Listener>> {
         self.read()

@@ -184,6 +184,12 @@ CREATE TABLE keel_idempotency (
         "runtime: the W3C trace context a job continues",
         "ALTER TABLE keel_jobs ADD COLUMN traceparent TEXT;",
     ),
+    Migration {
+        version: 2026120340,
+        description: "runtime: the broker relay's outbox and the messages consumed from the broker",
+        sqlite: BROKER_SQLITE,
+        postgres: BROKER_POSTGRES,
+    },
 ];
 
 /// SQLite has one writer, so a counter row bumped by a trigger in the inserting
@@ -260,6 +266,67 @@ CREATE TABLE keel_schedules (
     last_run_at BIGINT,
     last_job_id TEXT
 );
+"#;
+
+/// `keel_relay`: one row per event this deployment publishes to the broker, written in the
+/// publishing transaction. The relay publishes rows in `(tx, position)` order: on SQLite (one
+/// writer at a time) `position` is commit order and `tx` is 0; on PostgreSQL `tx` is the
+/// writing transaction's id, and the relay reads only rows of transactions older than every
+/// transaction still in flight (see `broker::relay`). `keel_broker_received`: what each local
+/// listener took from the broker (stream and sequence), for traces and to absorb redeliveries.
+const BROKER_SQLITE: &str = r#"
+CREATE TABLE keel_relay (
+    position     INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx           BIGINT NOT NULL DEFAULT 0,
+    event_id     TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    published_at BIGINT,
+    stream       TEXT,
+    stream_seq   BIGINT
+);
+CREATE INDEX keel_relay_pending ON keel_relay (tx, position) WHERE published_at IS NULL;
+CREATE INDEX keel_relay_published ON keel_relay (published_at) WHERE published_at IS NOT NULL;
+CREATE INDEX keel_relay_event ON keel_relay (event_id);
+CREATE TABLE keel_broker_received (
+    listener    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    stream_seq  BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (listener, event_id)
+);
+CREATE INDEX keel_broker_received_event ON keel_broker_received (event_id);
+CREATE INDEX keel_broker_received_at ON keel_broker_received (received_at);
+"#;
+
+/// As [`BROKER_SQLITE`]; `tx` defaults to the writing transaction's id.
+const BROKER_POSTGRES: &str = r#"
+CREATE TABLE keel_relay (
+    position     BIGSERIAL PRIMARY KEY,
+    tx           BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    event_id     TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    published_at BIGINT,
+    stream       TEXT,
+    stream_seq   BIGINT
+);
+CREATE INDEX keel_relay_pending ON keel_relay (tx, position) WHERE published_at IS NULL;
+CREATE INDEX keel_relay_published ON keel_relay (published_at) WHERE published_at IS NOT NULL;
+CREATE INDEX keel_relay_event ON keel_relay (event_id);
+CREATE TABLE keel_broker_received (
+    listener    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    stream_seq  BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (listener, event_id)
+);
+CREATE INDEX keel_broker_received_event ON keel_broker_received (event_id);
+CREATE INDEX keel_broker_received_at ON keel_broker_received (received_at);
 "#;
 
 /// A job claimed ahead is `reserved` (no attempt spent) until a task starts it; only then

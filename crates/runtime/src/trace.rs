@@ -111,6 +111,10 @@ pub enum TraceNode {
         version: i32,
         /// Its id fields.
         payload: serde_json::Value,
+        /// Where it crossed to or from another deployment: "published to subject X with
+        /// sequence N" / "consumed from stream S, sequence N".
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        broker: Vec<String>,
         /// The listener deliveries it caused.
         children: Vec<TraceNode>,
     },
@@ -210,9 +214,18 @@ pub async fn trace(db: &Db, correlation_id: &str) -> Result<Trace, RuntimeError>
                 name: row.try_get("name")?,
                 version: row.try_get("version")?,
                 payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                broker: Vec::new(),
                 children: Vec::new(),
             },
         ));
+    }
+    let mut crossings = broker_crossings(db, correlation_id).await?;
+    for (_, node) in &mut nodes {
+        if let TraceNode::Event { id, broker, .. } = node
+            && let Some(notes) = crossings.remove(id.as_str())
+        {
+            *broker = notes;
+        }
     }
     // Every attempt of the chain in one query, not one per job (an import's chain has
     // thousands of jobs).
@@ -267,6 +280,53 @@ pub async fn trace(db: &Db, correlation_id: &str) -> Result<Trace, RuntimeError>
         roots: assemble(nodes),
         nodes: count,
     })
+}
+
+/// Event id → how it crossed the broker: published by this deployment's relay (subject,
+/// stream, sequence), or consumed here by a listener's durable consumer.
+async fn broker_crossings(
+    db: &Db,
+    correlation_id: &str,
+) -> Result<HashMap<String, Vec<String>>, RuntimeError> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT event_id, subject, stream, stream_seq FROM keel_relay WHERE event_id IN \
+           (SELECT id FROM keel_events WHERE correlation_id = $1) ORDER BY position",
+    )
+    .bind(correlation_id)
+    .fetch_all(db.pool())
+    .await?
+    {
+        let subject: String = row.try_get("subject")?;
+        let stream: Option<String> = row.try_get("stream")?;
+        let seq: Option<i64> = row.try_get("stream_seq")?;
+        let note = match (stream, seq) {
+            (Some(stream), Some(seq)) => {
+                format!("published to subject {subject} with sequence {seq} (stream {stream})")
+            }
+            _ => format!("waiting to be published to subject {subject}"),
+        };
+        out.entry(row.try_get("event_id")?).or_default().push(note);
+    }
+    for row in sqlx::query(
+        "SELECT event_id, listener, stream, stream_seq FROM keel_broker_received WHERE event_id IN \
+           (SELECT id FROM keel_events WHERE correlation_id = $1) ORDER BY listener",
+    )
+    .bind(correlation_id)
+    .fetch_all(db.pool())
+    .await?
+    {
+        let listener: String = row.try_get("listener")?;
+        let stream: String = row.try_get("stream")?;
+        let seq: i64 = row.try_get("stream_seq")?;
+        out.entry(row.try_get("event_id")?)
+            .or_default()
+            .push(format!(
+                "consumed from stream {stream}, sequence {seq} (consumer {})",
+                crate::broker::consumer_name(&listener)
+            ));
+    }
+    Ok(out)
 }
 
 /// Builds the forest: each node goes under its cause when the cause is in the chain.

@@ -416,6 +416,7 @@ fn trace_node(node: &TraceNode) -> Markup {
             at,
             name,
             version,
+            broker,
             children,
             ..
         } => html! {
@@ -425,6 +426,9 @@ fn trace_node(node: &TraceNode) -> Markup {
                     strong { (name) } span.muted { " v" (version) }
                     code.id { (id) }
                     span.muted { (clock_ms(*at)) }
+                }
+                @for note in broker {
+                    div.line { span.muted { "↔ " (note) } }
                 }
                 (trace_children(children))
             }

@@ -176,6 +176,10 @@ async fn watch_queue_age(shared: &Shared) -> Result<(), sqlx::Error> {
         }
     };
     for s in stats {
+        if s.queue == crate::admin::BROKER_ROW {
+            watch_broker(shared, &s);
+            continue;
+        }
         if let Some(age) = s.oldest_ready_age_seconds
             && age > threshold
         {
@@ -191,6 +195,28 @@ async fn watch_queue_age(shared: &Shared) -> Result<(), sqlx::Error> {
         }
     }
     Ok(())
+}
+
+/// Raises `broker_stuck` when the oldest event not yet acknowledged by the broker waited
+/// longer than `[broker] stuck_after` (the broker is down, or the relay cannot publish).
+fn watch_broker(shared: &Shared, s: &crate::admin::QueueStats) {
+    let Some(broker) = &shared.config.broker else {
+        return;
+    };
+    let threshold = broker.stuck_after.as_secs_f64();
+    if let Some(age) = s.oldest_ready_age_seconds
+        && age > threshold
+    {
+        shared.alerts.raise(Alert {
+            kind: "broker_stuck",
+            subject: broker.stream.clone(),
+            message: format!(
+                "{} events wait for the broker; the oldest for {age:.0} s (threshold {threshold:.0} s)",
+                s.ready
+            ),
+            detail: serde_json::json!({ "stream": broker.stream, "backlog": s.ready, "lag_seconds": age }),
+        });
+    }
 }
 
 /// A duration in milliseconds, as the runtime's SQL takes it.

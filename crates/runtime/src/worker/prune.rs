@@ -12,6 +12,7 @@
 //! | idempotency keys (stored answers) | one day |
 //! | workers stopped long ago | `[workers] retention` |
 //! | each module's growing tables (`Module::retention`) | what the module says |
+//! | relayed events (`keel_relay`, once published), broker receipts | `[workers] retention` |
 //!
 //! A round deletes batch after batch, round-robin over the tables — every table gets at
 //! least one batch a round, so a slow one never starves the others — until every table is
@@ -48,12 +49,14 @@ enum Target {
     IdempotencyKeys,
     Workers,
     Replays,
+    Relayed,
+    Received,
     /// A module's table: its index in the registry's retention list.
     Module(usize),
 }
 
 impl Target {
-    const ALL: [Target; 8] = [
+    const ALL: [Target; 10] = [
         Target::FinishedJobs,
         Target::DeadLetters,
         Target::Events,
@@ -62,6 +65,8 @@ impl Target {
         Target::IdempotencyKeys,
         Target::Workers,
         Target::Replays,
+        Target::Relayed,
+        Target::Received,
     ];
 
     fn label(self, modules: &[events::Retention]) -> &'static str {
@@ -75,6 +80,8 @@ impl Target {
             Target::IdempotencyKeys => "idempotency_keys",
             Target::Workers => "workers",
             Target::Replays => "replays",
+            Target::Relayed => "relay",
+            Target::Received => "broker_received",
         }
     }
 }
@@ -214,6 +221,27 @@ async fn prune_batch(
                 shared,
                 "DELETE FROM keel_workers WHERE id IN (SELECT id FROM keel_workers \
                  WHERE stopped_at IS NOT NULL AND stopped_at < NOW_MS - $2 LIMIT $3)",
+                retention,
+                batch,
+            )
+            .await
+        }
+        // Only published rows go: an event the broker has not acknowledged stays however old.
+        Target::Relayed => {
+            delete(
+                shared,
+                "DELETE FROM keel_relay WHERE position IN (SELECT position FROM keel_relay \
+                 WHERE published_at IS NOT NULL AND published_at < NOW_MS - $2 LIMIT $3)",
+                retention,
+                batch,
+            )
+            .await
+        }
+        Target::Received => {
+            delete(
+                shared,
+                "DELETE FROM keel_broker_received WHERE (listener, event_id) IN (SELECT listener, event_id \
+                 FROM keel_broker_received WHERE received_at < NOW_MS - $2 LIMIT $3)",
                 retention,
                 batch,
             )
