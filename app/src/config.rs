@@ -617,7 +617,12 @@ impl Settings {
                 .min_interval
                 .map_or(Duration::from_secs(300), |d| d.0),
         };
-        let schedules = sections::schedules(file.schedules)?;
+        let mut schedules = sections::schedules(file.schedules)?;
+        modules.keep_local(
+            &mut schedules,
+            |s| s.job_type.as_deref(),
+            &mut runtime.backfills,
+        );
         let overdue_after = sections::overdue_after(&file.billing)?;
         let telemetry = sections::telemetry(file.telemetry, o.otlp_endpoint.clone())?;
         Ok(Self {

@@ -74,6 +74,38 @@ impl Modules {
         self.enabled.iter().any(|m| m == module)
     }
 
+    /// Whether `name` (`<module>.<…>`: a schedule, a listener, a job type) belongs to a known
+    /// module that runs elsewhere — its settings in a `keel.toml` shared by several
+    /// deployments are that deployment's business, not a mistake here.
+    pub fn elsewhere(&self, name: &str) -> bool {
+        name.split_once('.')
+            .is_some_and(|(module, _)| MODULES.contains(&module) && !self.has(module))
+    }
+
+    /// Leaves out of `schedules` and `backfills` what belongs to modules that run elsewhere
+    /// (see [`Modules::elsewhere`]), saying so in the log.
+    pub fn keep_local<S, B>(
+        &self,
+        schedules: &mut BTreeMap<String, S>,
+        job_type: impl Fn(&S) -> Option<&str>,
+        backfills: &mut BTreeMap<String, B>,
+    ) {
+        schedules.retain(|name, schedule| {
+            let here = !self.elsewhere(name) && !job_type(schedule).is_some_and(|t| self.elsewhere(t));
+            if !here {
+                tracing::info!(schedule = %name, "schedule left to the deployment that runs its module");
+            }
+            here
+        });
+        backfills.retain(|listener, _| {
+            let here = !self.elsewhere(listener);
+            if !here {
+                tracing::info!(%listener, "backfill left to the deployment that runs its module");
+            }
+            here
+        });
+    }
+
     /// `[modules]` with `--modules` (when given) taking the place of `enabled`.
     ///
     /// # Errors

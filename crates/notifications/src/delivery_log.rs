@@ -159,7 +159,9 @@ pub(crate) async fn upsert(
         "INSERT INTO notifications_webhook_deliveries (id, endpoint_id, event_id, event, \
          event_version, occurred_at, ids, status, attempts, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-         ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = excluded.status, \
+         ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = CASE \
+           WHEN excluded.status = 'skipped' AND notifications_webhook_deliveries.status = 'succeeded' \
+           THEN 'succeeded' ELSE excluded.status END, \
          attempts = notifications_webhook_deliveries.attempts + excluded.attempts, \
          updated_at = excluded.updated_at RETURNING id",
     )
@@ -308,41 +310,38 @@ pub(crate) async fn take_for_recovery(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<DeliverWebhook>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT event_id, event, event_version, occurred_at, ids \
-         FROM notifications_webhook_deliveries WHERE endpoint_id = $1 \
-         AND status IN ('failed', 'skipped') AND occurred_at >= $2 ORDER BY occurred_at, id",
-    )
-    .bind(endpoint.to_string())
-    .bind(since.timestamp_millis())
-    .fetch_all(&mut *conn)
-    .await?;
-    let jobs = rows
-        .iter()
-        .map(|row| {
-            let ids: BTreeMap<String, Uuid> =
-                serde_json::from_str(&row.try_get::<String, _>("ids")?).map_err(|e| {
-                    sqlx::Error::Decode(format!("stored delivery ids do not decode: {e}").into())
-                })?;
-            Ok(DeliverWebhook {
-                endpoint_id: endpoint,
-                event_id: parse_id(&row.try_get::<String, _>("event_id")?)?,
-                event: row.try_get("event")?,
-                event_version: u32::try_from(row.try_get::<i64, _>("event_version")?).unwrap_or(1),
-                occurred_at: millis(row.try_get("occurred_at")?)?,
-                ids,
-                recovery: Some(now.timestamp_millis()),
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    sqlx::query(
+    // One statement takes them: a row whose delivery fails meanwhile is either taken here or
+    // left `failed` for the next recovery, never marked pending without its job.
+    let mut rows = sqlx::query(
         "UPDATE notifications_webhook_deliveries SET status = 'pending', updated_at = $1 \
-         WHERE endpoint_id = $2 AND status IN ('failed', 'skipped') AND occurred_at >= $3",
+         WHERE endpoint_id = $2 AND status IN ('failed', 'skipped') AND occurred_at >= $3 \
+         RETURNING id, event_id, event, event_version, occurred_at, ids",
     )
     .bind(now.timestamp_millis())
     .bind(endpoint.to_string())
     .bind(since.timestamp_millis())
-    .execute(&mut *conn)
-    .await?;
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|row| {
+        let ids: BTreeMap<String, Uuid> = serde_json::from_str(&row.try_get::<String, _>("ids")?)
+            .map_err(|e| {
+            sqlx::Error::Decode(format!("stored delivery ids do not decode: {e}").into())
+        })?;
+        let job = DeliverWebhook {
+            endpoint_id: endpoint,
+            event_id: parse_id(&row.try_get::<String, _>("event_id")?)?,
+            event: row.try_get("event")?,
+            event_version: u32::try_from(row.try_get::<i64, _>("event_version")?).unwrap_or(1),
+            occurred_at: millis(row.try_get("occurred_at")?)?,
+            ids,
+            recovery: Some(now.timestamp_millis()),
+        };
+        Ok((row.try_get::<String, _>("id")?, job))
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // Oldest first (`RETURNING` keeps no order).
+    rows.sort_by(|(a_id, a), (b_id, b)| (a.occurred_at, a_id).cmp(&(b.occurred_at, b_id)));
+    let jobs = rows.into_iter().map(|(_, job)| job).collect();
     Ok(jobs)
 }

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::broker::BrokerConfig;
+use crate::db_time::DbTime;
 use crate::placeholders::value_rows;
 use crate::queue::SqlJobQueue;
 use crate::registry::{EVENTS_QUEUE, Registry, listener_job_type};
@@ -127,7 +128,7 @@ impl SqlOutbox {
                 .filter(|e| broker.publishes(&e.name))
                 .collect();
             for chunk in relayed.chunks(EVENTS_PER_INSERT) {
-                insert_relayed(conn, broker, chunk).await?;
+                insert_relayed(conn, self.queue.time(), broker, chunk).await?;
             }
         }
         let mut queued = Vec::new();
@@ -198,25 +199,31 @@ async fn insert_events(conn: &mut DbConn, envelopes: &[EventEnvelope]) -> Result
 
 /// The relay's rows for `envelopes` (those the broker publishes), in one statement. `tx`
 /// takes its default: the writing transaction's id on PostgreSQL, 0 on SQLite; `position`
-/// numbers them in the order given.
+/// numbers them in the order given. `created_at` is the database's now, since the relay's
+/// lag and its `broker_stuck` alert are judged on the database's clock.
 async fn insert_relayed(
     conn: &mut DbConn,
+    time: &DbTime,
     broker: &BrokerConfig,
     envelopes: &[&EventEnvelope],
 ) -> Result<(), PublishError> {
-    const COLUMNS: usize = 4;
-    let sql = format!(
-        "INSERT INTO keel_relay (event_id, subject, body, created_at) VALUES {}",
-        value_rows(1, envelopes.len(), COLUMNS)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let rows = (0..envelopes.len())
+        .map(|row| {
+            let p = |c: usize| 2 + row * 3 + c;
+            format!("(${}, ${}, ${}, {})", p(0), p(1), p(2), crate::db_time::NOW)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = time.sql(&format!(
+        "INSERT INTO keel_relay (event_id, subject, body, created_at) VALUES {rows}"
+    ));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(time.fixed());
     for envelope in envelopes {
         let body = crate::broker::wire_body(envelope).map_err(PublishError::Encode)?;
         query = query
             .bind(envelope.id.to_string())
             .bind(broker.subject_for(&envelope.name))
-            .bind(String::from_utf8_lossy(&body).into_owned())
-            .bind(envelope.occurred_at.timestamp_millis());
+            .bind(String::from_utf8_lossy(&body).into_owned());
     }
     query.execute(&mut *conn).await?;
     Ok(())

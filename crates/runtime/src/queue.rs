@@ -30,6 +30,11 @@ impl SqlJobQueue {
         }
     }
 
+    /// The database's clock its statements read.
+    pub(crate) fn time(&self) -> &DbTime {
+        &self.time
+    }
+
     /// Enqueues with an explicit trace context (the outbox uses it so a listener delivery
     /// names its event as cause).
     ///

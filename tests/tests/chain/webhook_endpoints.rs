@@ -457,7 +457,8 @@ async fn custom_headers_go_under_the_signed_ones_and_an_oversized_body_is_never_
     .await;
     assert_eq!(
         endpoint(&app, &id).await["headers"],
-        json!({"x-tenant": "acme"})
+        json!({"x-tenant": "***"}),
+        "header values may be credentials: answers name the headers only"
     );
 
     app.create_record("Small", "s@example.com").await;

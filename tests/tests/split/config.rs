@@ -104,3 +104,26 @@ async fn a_subset_migrates_only_its_modules_tables() {
     );
     assert!(tables.iter().any(|t| t == "keel_relay"), "{tables:?}");
 }
+
+#[test]
+fn a_subset_starts_on_a_database_the_whole_monolith_migrated() {
+    // Step 4 of docs/split-a-module.md: the monolith's own database, every module's
+    // migrations applied, is then run with only some of them. With a `keel.toml` shared by
+    // both shapes: settings of a module that is not here are left to its deployment.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = keel_in(&dir, "", &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let shared = "[schedules.\"billing.mark_overdue_invoices\"]\npaused = true\n\n\
+                  [listeners.\"notifications.on_event_deliver_webhooks\"]\n\
+                  backfill_from = \"2026-01-01T00:00:00Z\"\n";
+    let (code, err) = keel_in(&dir, shared, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    for modules in ["\"records\", \"billing\"", "\"notifications\""] {
+        let toml = format!(
+            "{shared}\n[modules]\nenabled = [{modules}]\n\n[modules.remote]\n\
+             records = \"http://127.0.0.1:9\"\nbilling = \"http://127.0.0.1:9\"\n"
+        );
+        let (code, err) = keel_in(&dir, &toml, &["migrate"]);
+        assert_eq!(code, 0, "enabled = [{modules}]: {err}");
+    }
+}

@@ -222,7 +222,8 @@ pub(crate) struct ListedEndpoint {
     /// While a rotated-out secret still signs (both signatures are sent): until when.
     #[schema(format = DateTime)]
     previous_secret_until: Option<String>,
-    /// Static headers sent with every delivery.
+    /// Static headers sent with every delivery, by name; each value reads `***`, since it may
+    /// be a credential (an `Authorization`, an API key) and is write-only like the secret.
     headers: BTreeMap<String, String>,
     /// Deliveries to it at once.
     max_in_flight: u32,
@@ -232,6 +233,9 @@ pub(crate) struct ListedEndpoint {
     #[schema(format = DateTime)]
     created_at: String,
 }
+
+/// What an answer shows for a static header's value.
+const HIDDEN_HEADER_VALUE: &str = "***";
 
 impl From<EndpointSummary> for ListedEndpoint {
     fn from(e: EndpointSummary) -> Self {
@@ -248,7 +252,12 @@ impl From<EndpointSummary> for ListedEndpoint {
             disabled_reason: e.disabled_reason,
             disabled_at: e.disabled_at.map(rfc3339),
             previous_secret_until: e.previous_secret_until.map(rfc3339),
-            headers: e.settings.headers,
+            headers: e
+                .settings
+                .headers
+                .into_keys()
+                .map(|name| (name, HIDDEN_HEADER_VALUE.to_owned()))
+                .collect(),
             max_in_flight: e.settings.max_in_flight,
             rate_limit: e.settings.rate_limit,
             created_at: rfc3339(e.created_at),

@@ -117,7 +117,7 @@ async fn an_endpoint_is_edited_disabled_re_enabled_and_rotated_without_listing_s
     assert_eq!(patched["status"], "disabled");
     assert_eq!(patched["disabled_reason"], "manual");
     assert_eq!(patched["disabled_at"], "2025-11-26T09:40:00.000Z");
-    assert_eq!(patched["headers"], json!({"x-tenant": "acme"}));
+    assert_eq!(patched["headers"], json!({"x-tenant": "***"}));
     assert_eq!(patched["rate_limit"], Value::Null);
 
     let (status, refused) = call(
