@@ -2,9 +2,13 @@
 //! and, when set, at most `rate_limit` a second — so one slow or throttling receiver holds
 //! only its own share of the `webhooks` queue's slots.
 //!
-//! A delivery that finds its endpoint busy is handed back to the runtime without spending an
-//! attempt (`JobError::defer`), with the wait this gate expects, and frees its slot for
-//! another endpoint's delivery meanwhile. The gate is per process: with several replicas an
+//! A delivery that finds its endpoint busy first waits a moment in process ([`PATIENCE`]): a
+//! fast receiver frees a slot within milliseconds, and handing every such delivery back
+//! would turn a backlog for one endpoint into claim-and-defer churn (measured: an import's
+//! 50 000 deliveries to one local endpoint went at ~290/s that way, against ~1 200/s without
+//! the gate). Past that moment it is handed back to the runtime without spending an attempt
+//! (`JobError::defer`), with the wait this gate expects, and frees its slot for another
+//! endpoint's delivery meanwhile. The gate is per process: with several replicas an
 //! endpoint sees at most `max_in_flight` from each.
 
 use std::collections::HashMap;
@@ -16,10 +20,17 @@ use uuid::Uuid;
 /// How long a delivery waits when its endpoint has no free slot: about one short attempt.
 const BUSY_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a delivery waits in process for its endpoint's turn before it is handed back:
+/// long enough for a fast receiver to free a slot, short enough that a slow one holds other
+/// endpoints' slots only briefly.
+pub(crate) const PATIENCE: Duration = Duration::from_millis(100);
+
 /// The in-process gates of every endpoint that had a delivery lately.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Throttle {
     gates: Arc<Mutex<HashMap<Uuid, Gate>>>,
+    /// Woken whenever a slot is given back, for deliveries waiting their [`PATIENCE`].
+    freed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug)]
@@ -33,6 +44,7 @@ struct Gate {
 #[derive(Debug)]
 pub(crate) struct Permit {
     gates: Arc<Mutex<HashMap<Uuid, Gate>>>,
+    freed: Arc<tokio::sync::Notify>,
     endpoint: Uuid,
 }
 
@@ -46,10 +58,43 @@ impl Drop for Permit {
                 gates.remove(&self.endpoint);
             }
         }
+        drop(gates);
+        self.freed.notify_waiters();
     }
 }
 
 impl Throttle {
+    /// Takes a slot on `endpoint`, waiting up to [`PATIENCE`] for one (a rate limit's wait
+    /// too, when it is that short); else says how long to wait.
+    pub(crate) async fn wait_for_turn(
+        &self,
+        endpoint: Uuid,
+        max_in_flight: u32,
+        rate_limit: Option<u32>,
+    ) -> Result<Permit, Duration> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            // Registered before trying, so a slot given back in between still wakes us.
+            let freed = self.freed.notified();
+            let wait = match self.enter(endpoint, max_in_flight, rate_limit) {
+                Ok(permit) => return Ok(permit),
+                Err(wait) => wait,
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(wait);
+            }
+            let until = if wait == BUSY_WAIT {
+                deadline
+            } else if now + wait <= deadline {
+                now + wait
+            } else {
+                return Err(wait);
+            };
+            let _ = tokio::time::timeout_at(until, freed).await;
+        }
+    }
+
     /// Takes a slot on `endpoint`, or says how long to wait for one.
     pub(crate) fn enter(
         &self,
@@ -76,6 +121,7 @@ impl Throttle {
         gate.in_flight += 1;
         Ok(Permit {
             gates: self.gates.clone(),
+            freed: self.freed.clone(),
             endpoint,
         })
     }
@@ -105,5 +151,32 @@ mod tests {
         drop(throttle.enter(endpoint, 4, Some(2)).unwrap());
         let wait = throttle.enter(endpoint, 4, Some(2)).unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_delivery_waits_a_moment_for_a_slot_a_fast_receiver_frees() {
+        let throttle = Throttle::default();
+        let endpoint = Uuid::now_v7();
+        let busy = throttle.enter(endpoint, 1, None).unwrap();
+        let waiting = {
+            let throttle = throttle.clone();
+            tokio::spawn(async move { throttle.wait_for_turn(endpoint, 1, None).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(busy);
+        assert!(waiting.await.unwrap(), "the freed slot is taken");
+    }
+
+    #[tokio::test]
+    async fn past_its_patience_a_delivery_is_told_to_come_back_later() {
+        let throttle = Throttle::default();
+        let endpoint = Uuid::now_v7();
+        let _busy = throttle.enter(endpoint, 1, None).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            throttle.wait_for_turn(endpoint, 1, None).await.unwrap_err(),
+            BUSY_WAIT
+        );
+        assert!(started.elapsed() >= PATIENCE);
     }
 }

@@ -157,11 +157,12 @@ impl HandleJob<DeliverWebhook> for Deliverer {
         // Waiting for the endpoint's turn is not an attempt: hand the job back unspent.
         let _permit = self
             .throttle
-            .enter(
+            .wait_for_turn(
                 job.endpoint_id,
                 target.settings.max_in_flight,
                 target.settings.rate_limit,
             )
+            .await
             .map_err(|wait| JobError::defer("waiting for the endpoint's turn", wait))?;
 
         let url = Url::parse(&target.url)
