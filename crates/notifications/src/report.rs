@@ -18,7 +18,8 @@ const PAGE_DELIVERIES: i64 = 50;
 pub struct EndpointRow {
     /// Its id.
     pub id: Uuid,
-    /// Where deliveries go.
+    /// Where deliveries go, without its query string (which may carry a token), as attempts
+    /// record it.
     pub url: String,
     /// Free text for people.
     pub description: String,
@@ -36,7 +37,9 @@ impl From<EndpointSummary> for EndpointRow {
     fn from(e: EndpointSummary) -> Self {
         Self {
             id: e.id,
-            url: e.url,
+            url: reqwest::Url::parse(&e.url)
+                .map(|url| crate::request::without_query(&url))
+                .unwrap_or_default(),
             description: e.description,
             events: e.events,
             disabled: e
@@ -151,4 +154,19 @@ pub async fn endpoint(
         attempts_24h,
         deliveries,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{add_endpoint, test_db};
+
+    #[tokio::test]
+    async fn an_endpoint_is_listed_without_the_query_string_that_may_carry_a_token() {
+        let db = test_db().await;
+        add_endpoint(&db, "https://hooks.example/in?token=s3cret", &["*"], 1_000).await;
+        let rows = endpoints(&db).await.unwrap();
+        assert_eq!(rows[0].url, "https://hooks.example/in");
+    }
 }
