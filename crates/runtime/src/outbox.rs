@@ -209,21 +209,25 @@ async fn insert_relayed(
 ) -> Result<(), PublishError> {
     let rows = (0..envelopes.len())
         .map(|row| {
-            let p = |c: usize| 2 + row * 3 + c;
-            format!("(${}, ${}, ${}, {})", p(0), p(1), p(2), crate::db_time::NOW)
+            let p = |c: usize| 2 + row * 4 + c;
+            let now = crate::db_time::NOW;
+            format!("(${}, ${}, ${}, ${}, {now})", p(0), p(1), p(2), p(3))
         })
         .collect::<Vec<_>>()
         .join(", ");
     let sql = time.sql(&format!(
-        "INSERT INTO keel_relay (event_id, subject, body, created_at) VALUES {rows}"
+        "INSERT INTO keel_relay (event_id, subject, body, traceparent, created_at) VALUES {rows}"
     ));
+    // The publish span (when traces are exported), which the consumer's spans continue.
+    let traceparent = events::propagation::current_traceparent();
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(time.fixed());
     for envelope in envelopes {
         let body = crate::broker::wire_body(envelope).map_err(PublishError::Encode)?;
         query = query
             .bind(envelope.id.to_string())
             .bind(broker.subject_for(&envelope.name))
-            .bind(String::from_utf8_lossy(&body).into_owned());
+            .bind(String::from_utf8_lossy(&body).into_owned())
+            .bind(traceparent.clone());
     }
     query.execute(&mut *conn).await?;
     Ok(())

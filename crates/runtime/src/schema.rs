@@ -274,6 +274,8 @@ CREATE TABLE keel_schedules (
 /// writing transaction's id, and the relay reads only rows of transactions older than every
 /// transaction still in flight (see `broker::relay`). `keel_broker_received`: what each local
 /// listener took from the broker (stream and sequence), for traces and to absorb redeliveries.
+/// `traceparent`: the publish span's W3C context (when traces are exported), sent with the
+/// message so the consuming deployment's spans join the same trace.
 const BROKER_SQLITE: &str = r#"
 CREATE TABLE keel_relay (
     position     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -284,7 +286,8 @@ CREATE TABLE keel_relay (
     created_at   BIGINT NOT NULL,
     published_at BIGINT,
     stream       TEXT,
-    stream_seq   BIGINT
+    stream_seq   BIGINT,
+    traceparent  TEXT
 );
 CREATE INDEX keel_relay_pending ON keel_relay (tx, position) WHERE published_at IS NULL;
 CREATE INDEX keel_relay_published ON keel_relay (published_at) WHERE published_at IS NOT NULL;
@@ -312,7 +315,8 @@ CREATE TABLE keel_relay (
     created_at   BIGINT NOT NULL,
     published_at BIGINT,
     stream       TEXT,
-    stream_seq   BIGINT
+    stream_seq   BIGINT,
+    traceparent  TEXT
 );
 CREATE INDEX keel_relay_pending ON keel_relay (tx, position) WHERE published_at IS NULL;
 CREATE INDEX keel_relay_published ON keel_relay (published_at) WHERE published_at IS NOT NULL;

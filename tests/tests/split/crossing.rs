@@ -11,7 +11,10 @@ use tests::{TestDb, both_backends};
 
 use crate::{another_db, cli, deployment_a, deployment_b, post, subscribe};
 
-both_backends!(a_webhook_and_an_invoice_email_cross_the_split_with_the_correlation_id);
+both_backends!(
+    a_webhook_and_an_invoice_email_cross_the_split_with_the_correlation_id,
+    the_trace_of_a_request_on_a_continues_through_the_broker_to_the_webhook_from_b,
+);
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -151,4 +154,40 @@ async fn a_webhook_and_an_invoice_email_cross_the_split_with_the_correlation_id(
     drop(b);
     drop(a);
     drop(nats);
+}
+
+/// With traces exported on both sides, the caller's W3C trace reaches the webhook B sends:
+/// A's publish span rides the message's `traceparent`, B's consumer continues it, and every
+/// job after it continues the span that enqueued it.
+async fn the_trace_of_a_request_on_a_continues_through_the_broker_to_the_webhook_from_b(
+    db: TestDb,
+) {
+    let nats = NatsServer::start().await;
+    let db_b = another_db(&db).await;
+    let receiver = HttpReceiver::start().await;
+    // Takes the OTLP exports of both deployments (answers 200 to everything).
+    let collector = HttpReceiver::start().await;
+    let telemetry = format!(
+        "\n[telemetry]\notlp_endpoint = {:?}\nexport_interval = \"100ms\"\n",
+        collector.url("")
+    );
+    let a = crate::deployment_a_with(&db, &nats, &telemetry).await;
+    let b = crate::deployment_b_with(&db_b, &nats, &a, None, &telemetry).await;
+    subscribe(&b, &receiver.url("/hook"), &["record.created"]).await;
+
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let response = client()
+        .post(a.url("/records"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({ "title": "Traced across", "owner_email": "owner@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    expect_json(response, 201).await;
+    let hooks = receiver.wait_for(1, WITHIN).await;
+    let sent = hooks[0].header("traceparent").unwrap();
+    assert!(
+        sent.starts_with(&format!("00-{trace_id}-")),
+        "the webhook from B continues the caller's trace on A: {sent}"
+    );
 }

@@ -41,10 +41,15 @@ pub fn broker_toml(nats: &NatsServer, consume: bool) -> String {
 
 /// Deployment A: records and billing, publishing to the broker.
 pub async fn deployment_a(db: &TestDb, nats: &NatsServer) -> KeelProcess {
+    deployment_a_with(db, nats, "").await
+}
+
+/// As [`deployment_a`], with `more` appended to its `keel.toml`.
+pub async fn deployment_a_with(db: &TestDb, nats: &NatsServer, more: &str) -> KeelProcess {
     // In the file, so that `keel trace` and `keel queues` with this file see the same set.
     let options = AppOptions {
         extra_toml: format!(
-            "{}\n[modules]\nenabled = [\"records\", \"billing\"]\n",
+            "{}\n[modules]\nenabled = [\"records\", \"billing\"]\n{more}",
             broker_toml(nats, false)
         ),
         ..AppOptions::default()
@@ -60,10 +65,21 @@ pub async fn deployment_b(
     a: &KeelProcess,
     smtp_url: Option<String>,
 ) -> KeelProcess {
+    deployment_b_with(db, nats, a, smtp_url, "").await
+}
+
+/// As [`deployment_b`], with `more` appended to its `keel.toml`.
+pub async fn deployment_b_with(
+    db: &TestDb,
+    nats: &NatsServer,
+    a: &KeelProcess,
+    smtp_url: Option<String>,
+    more: &str,
+) -> KeelProcess {
     let options = AppOptions {
         smtp_url,
         extra_toml: format!(
-            "{}\n[modules]\nenabled = [\"notifications\"]\n\n[modules.remote]\nrecords = {:?}\nbilling = {:?}\n",
+            "{}\n[modules]\nenabled = [\"notifications\"]\n\n[modules.remote]\nrecords = {:?}\nbilling = {:?}\n{more}",
             broker_toml(nats, true),
             a.base,
             a.base

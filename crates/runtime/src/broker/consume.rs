@@ -18,6 +18,7 @@ use events::{EventEnvelope, Listener, NewJob, TraceContext};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::{BrokerConfig, BrokerError};
 use crate::db_time::DbTime;
@@ -136,7 +137,29 @@ impl Consumers {
             }
         };
         if consumes.iter().any(|c| c == &envelope.name) {
-            self.enqueue(listener, &envelope, &stream, sequence).await?;
+            // The delivery job continues the publisher's trace (its stored traceparent is
+            // this span's), when traces are exported.
+            let span = if events::propagation::enabled() {
+                let span = tracing::info_span!(
+                    "consume",
+                    otel.name = %format!("consume {}", envelope.name),
+                    otel.kind = "consumer",
+                    listener = listener.name(),
+                    correlation_id = %envelope.correlation_id,
+                );
+                let traceparent = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("traceparent"))
+                    .map(|v| v.as_str().to_owned());
+                events::propagation::continue_trace(&span, traceparent.as_deref());
+                span
+            } else {
+                tracing::Span::none()
+            };
+            self.enqueue(listener, &envelope, &stream, sequence)
+                .instrument(span)
+                .await?;
         }
         message.ack().await.map_err(super::nats_error)
     }

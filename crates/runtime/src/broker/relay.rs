@@ -69,6 +69,8 @@ struct Pending {
     event_id: String,
     subject: String,
     body: String,
+    /// The publish span's context, when traces were exported.
+    traceparent: Option<String>,
 }
 
 impl Relay {
@@ -201,7 +203,7 @@ impl Relay {
             Backend::Sqlite => "",
         };
         let sql = format!(
-            "SELECT position, event_id, subject, body FROM keel_relay \
+            "SELECT position, event_id, subject, body, traceparent FROM keel_relay \
              WHERE published_at IS NULL {horizon} ORDER BY tx, position LIMIT {BATCH}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -214,6 +216,7 @@ impl Relay {
                     event_id: r.try_get("event_id")?,
                     subject: r.try_get("subject")?,
                     body: r.try_get("body")?,
+                    traceparent: r.try_get("traceparent")?,
                 })
             })
             .collect()
@@ -274,12 +277,13 @@ async fn publish(
             .payload(row.body.clone().into_bytes().into())
             .message_id(row.event_id.as_str());
         if let Some((correlation_id, id)) = &correlation {
+            let traceparent = row
+                .traceparent
+                .clone()
+                .unwrap_or_else(|| super::traceparent(correlation_id, *id));
             message = message
                 .header("x-correlation-id", correlation_id.as_str())
-                .header(
-                    "traceparent",
-                    super::traceparent(correlation_id, *id).as_str(),
-                );
+                .header("traceparent", traceparent.as_str());
         }
         match js.send_publish(row.subject.clone(), message).await {
             Ok(ack) => futures.push((row.position, ack)),
