@@ -47,7 +47,9 @@ impl HandleJob<MarkOverdueInvoices> for OverdueMarker {
     ) -> Result<JobDetail, JobError> {
         let after = TimeDelta::from_std(self.overdue_after)
             .map_err(|e| JobError::poison(format!("overdue_after out of range: {e}")))?;
-        let cutoff = self.clock.now() - after;
+        // "Open for longer than `overdue_after`" is an expiry: judged on the database's clock,
+        // whichever replica runs the job.
+        let cutoff = self.db.now(self.clock.as_ref()).await? - after;
         let mut marked = 0_usize;
         loop {
             let mut tx = self.db.begin().await?;

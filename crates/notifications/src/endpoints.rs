@@ -267,7 +267,8 @@ pub(crate) enum DisableError {
 
 /// Records a failed delivery and, when every delivery has failed for `disable_after` or the
 /// receiver answered 410, disables the endpoint and publishes `endpoint.disabled` in the same
-/// transaction. Returns the reason when this call disabled it.
+/// transaction. Returns the reason when this call disabled it. `now` is the database's
+/// reading ([`events::Db::now`]), so replicas with skewed clocks agree on when it expires.
 pub(crate) async fn record_failure(
     db: &events::Db,
     outbox: &Arc<dyn Outbox>,

@@ -35,10 +35,7 @@ impl DbTime {
     /// `sql` with every [`NOW`] replaced by the database's reading of now; bind
     /// [`DbTime::fixed`] as `$1`.
     pub fn sql(&self, sql: &str) -> String {
-        let clock = match self.backend {
-            Backend::Postgres => "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT",
-            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-        };
+        let clock = events::db::now_ms_sql(self.backend);
         sql.replace(NOW, &format!("COALESCE($1, {clock})"))
     }
 

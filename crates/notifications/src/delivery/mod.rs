@@ -369,12 +369,21 @@ impl Deliverer {
             DeliveryStatus::Failing
         };
         self.log(job, status, &attempt).await;
+        // "Failing for `disable_after`" is an expiry judged across replicas: on the
+        // database's clock, not this process's.
+        let now = match self.db.now(self.clock.as_ref()).await {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(endpoint_id = %job.endpoint_id, error = %e, "could not record the endpoint's failure");
+                return;
+            }
+        };
         match endpoints::record_failure(
             &self.db,
             &self.outbox,
             job.endpoint_id,
             gone,
-            attempt.attempted_at,
+            now,
             self.config.disable_after,
         )
         .await

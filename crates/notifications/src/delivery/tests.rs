@@ -509,3 +509,48 @@ async fn a_job_for_an_unknown_event_is_poison() {
     let err = deliverer.handle(job, &ctx("c")).await.unwrap_err();
     assert_eq!(err.kind, FailureKind::Poison);
 }
+
+/// A replica whose wall clock runs `skew` ahead, with no stand-in for the database's clock.
+#[derive(Debug)]
+struct SkewedClock(chrono::TimeDelta);
+
+impl events::Clock for SkewedClock {
+    fn now(&self) -> DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.0
+    }
+}
+
+#[tokio::test]
+async fn failing_for_disable_after_is_judged_on_the_databases_clock_not_a_skewed_replicas() {
+    let db = test_db().await;
+    let rx = receiver(500, "down").await;
+    let endpoint = add_endpoint(&db, &format!("http://{}/hook", rx.addr), &["*"], 1).await;
+    let replica = |skew_days: i64| {
+        Deliverer::new(
+            client(&config(true, Duration::from_secs(10))).unwrap(),
+            db.clone(),
+            Arc::new(SkewedClock(chrono::TimeDelta::days(skew_days))),
+            empty_ports(),
+            Arc::new(events::testing::RecordingOutbox::default()),
+            config(true, Duration::from_secs(10)),
+        )
+    };
+    // One replica's failure starts the clock; one whose wall clock runs ten days ahead
+    // (past `disable_after`, five days) fails a moment later.
+    for skew in [0, 10] {
+        replica(skew)
+            .handle(record_job(endpoint, Uuid::now_v7()), &ctx("c"))
+            .await
+            .unwrap_err();
+    }
+    let disabled: Option<i64> =
+        sqlx::query_scalar("SELECT disabled_at FROM notifications_webhook_endpoints WHERE id = $1")
+            .bind(endpoint.to_string())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        disabled, None,
+        "two failures a moment apart are not five days of failing"
+    );
+}
