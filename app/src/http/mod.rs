@@ -13,9 +13,10 @@ pub mod metrics;
 pub mod openapi;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use events::http::ApiError;
 use runtime::Runtime;
 
@@ -46,6 +47,10 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.runtime.clone(),
+            wake_after_commit,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         // A panic becomes a 500 *inside* the idempotency layer, which then frees the key
         // for a retry instead of leaving it claimed forever.
@@ -58,6 +63,17 @@ pub fn router(module_routes: Vec<Router>, state: EdgeState, max_body: usize) -> 
             state,
             correlation::layer,
         ))
+}
+
+/// Runs the handler inside [`Runtime::after_commit`]: the jobs its transaction enqueued
+/// wake this process's workers once it has committed, not before (when they would find
+/// nothing to claim yet).
+async fn wake_after_commit(
+    State(runtime): State<Runtime>,
+    request: Request,
+    next: Next,
+) -> Response {
+    runtime.after_commit(next.run(request)).await
 }
 
 async fn not_found() -> ApiError {

@@ -136,6 +136,13 @@ impl Runtime {
         self.queue.clone()
     }
 
+    /// Runs `work` — an HTTP request's handler, which commits before it answers — and
+    /// wakes this process's workers for the jobs it enqueued once it has returned: a worker
+    /// woken before the commit would find nothing to claim yet.
+    pub async fn after_commit<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.queue.after_commit(work).await
+    }
+
     /// The registry of job types and listeners.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

@@ -312,9 +312,15 @@ async fn run_inline<'e>(
     };
     match outcome {
         Ok(()) => {
-            sqlx::query("RELEASE SAVEPOINT keel_inline_listener")
-                .execute(&mut *conn)
-                .await?;
+            // On PostgreSQL the savepoint is left for the commit to fold in: releasing it
+            // would be one more round trip on every write, and changes nothing at commit.
+            // On SQLite (no round trip) it is released, since a savepoint taken outside a
+            // transaction there *is* the transaction and must not be left open.
+            if conn.backend_name() != "PostgreSQL" {
+                sqlx::query("RELEASE SAVEPOINT keel_inline_listener")
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Ok(left)
         }
         Err(e) => {

@@ -35,6 +35,12 @@ impl SqlJobQueue {
         &self.time
     }
 
+    /// Runs `work`, which commits what it enqueues here, and wakes local workers of those
+    /// queues once it has returned (see [`Wakers::after_commit`]).
+    pub async fn after_commit<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.wakers.clone().after_commit(work).await
+    }
+
     /// Enqueues with an explicit trace context (the outbox uses it so a listener delivery
     /// names its event as cause).
     ///
@@ -186,11 +192,11 @@ impl SqlJobQueue {
             })
             .collect();
         // Other processes learn of it from the NOTIFY the insert trigger sends at commit
-        // (PostgreSQL, see `schema`). Local workers are woken now, before commit: one that
-        // wakes early queues behind this transaction's write lock (SQLite) or finds nothing
-        // and waits for that NOTIFY (PostgreSQL); either way nothing is missed.
+        // (PostgreSQL, see `schema`); local workers when the caller's transaction has
+        // committed, inside `Wakers::after_commit`, else now (a loop woken early finds
+        // nothing yet, and the NOTIFY or its next wake picks the job up: none is missed).
         for queue in queues {
-            self.wakers.wake(queue);
+            self.wakers.wake_when_committed(queue);
         }
         Ok(answer)
     }

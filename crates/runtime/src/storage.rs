@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use events::{Backend, Db};
-use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{Connection, Executor};
 
 use crate::error::RuntimeError;
 
@@ -19,6 +19,11 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a SQLite statement waits for the write lock before failing with `database is
 /// locked`.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a PostgreSQL connection may sit idle in the pool before it is pinged on
+/// check-out: HikariCP's `aliveBypassWindowMs`, for the same reason. One killed within
+/// that window of its last use fails its next statement once and is replaced.
+const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 /// Which backend a URL selects.
 ///
@@ -94,7 +99,19 @@ async fn connect_with(
             let options = AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .test_before_acquire(true)
+                // sqlx pings every connection it takes back (and closes a broken one), so a
+                // connection used a moment ago is known to be alive, and a check-out ping
+                // would cost every transaction a round trip. Only one idle for a while —
+                // across a database restart, say — is pinged before it is handed out.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_AFTER_IDLE {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if let Some(ms) = timeout_ms {

@@ -157,9 +157,8 @@ impl Consumers {
             } else {
                 tracing::Span::none()
             };
-            self.enqueue(listener, &envelope, &stream, sequence)
-                .instrument(span)
-                .await?;
+            let enqueue = self.enqueue(listener, &envelope, &stream, sequence);
+            self.queue.after_commit(enqueue).instrument(span).await?;
         }
         message.ack().await.map_err(super::nats_error)
     }

@@ -201,9 +201,12 @@ async fn run(
     let trace = ctx.trace.clone();
     // Its own task, so a panic in the handler is caught as a JoinError, and a timeout can
     // abort it.
+    // What it enqueues wakes local workers once it returns, after its commit.
     let task = tokio::spawn(
-        trace
-            .scope(async move { handler.run(&ctx).await })
+        shared
+            .wakers
+            .clone()
+            .after_commit(trace.scope(async move { handler.run(&ctx).await }))
             .in_current_span(),
     );
     // Aborts the handler when this attempt is abandoned (timeout or shutdown).
