@@ -180,15 +180,15 @@ pub(crate) async fn upsert(
     parse_id(&id)
 }
 
-/// Logs one attempt and where its message now stands, in one transaction.
-pub(crate) async fn record_attempt(
-    db: &events::Db,
+/// Logs one attempt and where its message now stands, on the caller's transaction (the
+/// [`AttemptWriter`](crate::attempt_writer::AttemptWriter) groups them).
+pub(crate) async fn write_attempt(
+    tx: &mut DbConn,
     job: &DeliverWebhook,
     status: DeliveryStatus,
     attempt: &AttemptRecord,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let delivery = upsert(&mut tx, job, status, true, attempt.attempted_at).await?;
+    let delivery = upsert(&mut *tx, job, status, true, attempt.attempted_at).await?;
     sqlx::query(
         "INSERT INTO notifications_webhook_attempts (id, delivery_id, endpoint_id, attempted_at, \
          status_code, duration_ms, response, error, succeeded) \
@@ -205,7 +205,7 @@ pub(crate) async fn record_attempt(
     .bind(i64::from(status == DeliveryStatus::Succeeded))
     .execute(&mut *tx)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 const SUMMARY_COLUMNS: &str =

@@ -15,6 +15,7 @@
 //! receivers, log or record secrets, signatures or unmasked email addresses, or connect to a
 //! private address unless `[webhooks] allow_private_targets` says so.
 
+mod attempt_writer;
 mod delivery;
 mod delivery_log;
 mod email;

@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::attempt_writer::AttemptWriter;
 use crate::delivery_log::{self, AttemptRecord, DeliveryStatus, LOGGED_RESPONSE_BYTES};
 use crate::endpoints;
 use crate::jobs::{DeliverWebhook, Subject};
@@ -58,6 +59,7 @@ pub(crate) struct Deliverer {
     config: NotificationsConfig,
     throttle: Throttle,
     labels: EndpointLabels,
+    attempts: AttemptWriter,
 }
 
 impl Deliverer {
@@ -70,6 +72,7 @@ impl Deliverer {
         config: NotificationsConfig,
     ) -> Self {
         Self {
+            attempts: AttemptWriter::new(db.clone()),
             client,
             db,
             clock,
@@ -348,7 +351,7 @@ impl Deliverer {
     /// Logs an attempt. The request has been made either way, so a log that cannot be
     /// written is a warning, never a reason to send again.
     async fn log(&self, job: &DeliverWebhook, status: DeliveryStatus, attempt: &AttemptRecord) {
-        if let Err(e) = delivery_log::record_attempt(&self.db, job, status, attempt).await {
+        if let Err(e) = self.attempts.record(job, status, attempt).await {
             tracing::warn!(endpoint_id = %job.endpoint_id, error = %e, "could not log the delivery attempt");
         }
     }
