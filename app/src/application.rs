@@ -150,9 +150,9 @@ impl Application {
                     .collect();
                 let state = EdgeState {
                     runtime: self.wired.runtime.clone(),
-                    admin_token: self.settings.admin_token.clone(),
+                    admin_token: self.settings.admin_token.as_deref().map(Arc::from),
                     requests: requests.clone(),
-                    modules: self.settings.modules.enabled.clone(),
+                    modules: self.settings.modules.enabled.clone().into(),
                 };
                 let router = http::router(routes, state, self.settings.max_body);
                 let mut on_stop = stopped.clone();

@@ -6,6 +6,7 @@
 //!                  [--latency-samples S] [--rounds R] [--no-single] [--json]
 //! keel-bench chain --database-url URL [--idle-samples S] [--rates 50,200] [--seconds T]
 //! keel-bench write --database-url URL [--clients 1,4] [--seconds T]
+//! keel-bench notify --database-url postgres://… [--clients 1,4,8,16] [--seconds T]
 //! keel-bench memory --database-url URL --backlog M [--jobs N] [--concurrency C]
 //! keel-bench prune --database-url URL [--jobs N]
 //! keel-bench peers --database-url postgres://… [--jobs N] [--concurrency C] [--rounds R]
@@ -35,6 +36,7 @@ mod flags;
 mod import;
 mod machine;
 mod memory;
+mod notify;
 mod peers;
 mod prune;
 mod queue;
@@ -54,6 +56,10 @@ use std::time::Duration;
 
 use events::Backend;
 use queue::{BacklogKind, Options};
+
+/// The allocator `keel` runs with (see `app/src/main.rs`), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "\
 usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
@@ -83,6 +89,10 @@ usage: keel-bench queue --database-url URL --jobs N --concurrency C [options]
        keel-bench write --database-url URL [--clients 1,4] [--seconds 10]
   sustained POST /records per second from K clients; on PostgreSQL also pgbench (one-row
   INSERT, same K) on the same server, and the ratio
+
+       keel-bench notify --database-url POSTGRES_URL [--clients 1,4,8,16] [--seconds 8]
+  one-row INSERTs/s into a table with Keel's NOTIFY trigger vs without it (pgbench,
+  interleaved), and a SELECT 1 round trip back to back vs after 10 ms idle
 
        keel-bench import --database-url URL [--lines 200000]
   one POST /imports of N NDJSON lines, one webhook endpoint subscribed: lines/s until the
@@ -137,7 +147,7 @@ fn main() -> ExitCode {
         return peers::main(rest);
     }
     if let Some((
-        command @ ("chain" | "write" | "import" | "memory" | "prune" | "soak" | "split"),
+        command @ ("chain" | "write" | "import" | "memory" | "prune" | "soak" | "split" | "notify"),
         rest,
     )) = args.split_first().map(|(c, r)| (c.as_str(), r))
     {
@@ -202,6 +212,7 @@ fn run_json_scenario(command: &str, rest: &[String]) -> ExitCode {
             Scenario::Prune(o) => prune::run(o).await,
             Scenario::Soak(o) => soak::run(o).await,
             Scenario::Split(o) => split::run(o).await,
+            Scenario::Notify(o) => notify::run(o).await,
         }
     });
     match result {
@@ -225,6 +236,7 @@ enum Scenario {
     Prune(prune::Options),
     Soak(soak::Options),
     Split(split::Options),
+    Notify(notify::Options),
 }
 
 impl Scenario {
@@ -241,6 +253,11 @@ impl Scenario {
                 database_url,
                 clients: f.numbers("--clients", &[1, 4])?,
                 seconds: f.number("--seconds", 10)? as u64,
+            }),
+            "notify" => Self::Notify(notify::Options {
+                database_url,
+                clients: f.numbers("--clients", &[1, 4, 8, 16])?,
+                seconds: f.number("--seconds", 8)? as u64,
             }),
             "import" => Self::Import(import::Options {
                 database_url,

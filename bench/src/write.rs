@@ -130,7 +130,8 @@ async fn pgbench(server_url: &str, k: usize, seconds: u64) -> anyhow::Result<f64
     result
 }
 
-fn pgbench_binary() -> &'static str {
+/// pgbench: Debian's PostgreSQL 15 build when it is there, else the one on `PATH`.
+pub(crate) fn pgbench_binary() -> &'static str {
     const DEBIAN: &str = "/usr/lib/postgresql/15/bin/pgbench";
     if std::path::Path::new(DEBIAN).exists() {
         DEBIAN
@@ -140,7 +141,7 @@ fn pgbench_binary() -> &'static str {
 }
 
 /// The figure of pgbench's `tps = 1234.5 (without initial connection time)` line.
-fn parse_tps(output: &str) -> Option<f64> {
+pub(crate) fn parse_tps(output: &str) -> Option<f64> {
     output
         .lines()
         .find(|l| l.starts_with("tps = ") && l.contains("without initial connection time"))?

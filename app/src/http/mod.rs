@@ -12,6 +12,8 @@ pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
@@ -20,17 +22,18 @@ use axum::response::{IntoResponse, Response};
 use events::http::ApiError;
 use runtime::Runtime;
 
-/// Everything the edge layers need.
+/// Everything the edge layers need. Cheap to clone (reference counts only): axum clones a
+/// layer's state for every request.
 #[derive(Debug, Clone)]
 pub struct EdgeState {
     /// The runtime (database, clock, admin queries).
     pub runtime: Runtime,
     /// Admin bearer token; `None` disables admin routes.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Arc<str>>,
     /// Where mutating requests are recorded for `keel trace`, off the request's path.
     pub requests: runtime::request_log::RequestLog,
     /// The modules served here (`/openapi.json` describes only these).
-    pub modules: Vec<String>,
+    pub modules: Arc<[String]>,
 }
 
 /// Builds the whole router from the modules' routes.

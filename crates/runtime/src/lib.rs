@@ -52,8 +52,15 @@ use crate::wake::Wakers;
 use crate::worker::{Shared, WorkerPool};
 
 /// The runtime as the app wires it: storage, outbox, queue, registry and workers.
+///
+/// Cheap to clone (one reference count): the HTTP layers take it as their state, and axum
+/// clones a layer's state for every request.
 #[derive(Debug, Clone)]
-pub struct Runtime {
+pub struct Runtime(Arc<Parts>);
+
+/// What a [`Runtime`] shares between its clones.
+#[derive(Debug)]
+struct Parts {
     db: Db,
     database_url: String,
     clock: Arc<dyn Clock>,
@@ -91,7 +98,7 @@ impl Runtime {
             queue.clone(),
             config.broker.clone(),
         ));
-        Self {
+        Self(Arc::new(Parts {
             db,
             database_url: database_url.into(),
             clock,
@@ -103,49 +110,49 @@ impl Runtime {
             outbox,
             alerts,
             schedules: schedule::Schedules::default(),
-        }
+        }))
     }
 
     /// The database.
     pub fn db(&self) -> &Db {
-        &self.db
+        &self.0.db
     }
 
     /// The injected clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+        &self.0.clock
     }
 
     /// The database's clock, as runtime SQL reads it.
     pub fn time(&self) -> &DbTime {
-        &self.time
+        &self.0.time
     }
 
     /// The queue and timing configuration.
     pub fn config(&self) -> &RuntimeConfig {
-        &self.config
+        &self.0.config
     }
 
     /// The publishing port to hand to modules.
     pub fn outbox(&self) -> Arc<dyn Outbox> {
-        self.outbox.clone()
+        self.0.outbox.clone()
     }
 
     /// The job port to hand to modules.
     pub fn jobs(&self) -> Arc<dyn JobQueue> {
-        self.queue.clone()
+        self.0.queue.clone()
     }
 
     /// Runs `work` — an HTTP request's handler, which commits before it answers — and
     /// wakes this process's workers for the jobs it enqueued once it has returned: a worker
     /// woken before the commit would find nothing to claim yet.
     pub async fn after_commit<F: std::future::Future>(&self, work: F) -> F::Output {
-        self.queue.after_commit(work).await
+        self.0.queue.after_commit(work).await
     }
 
     /// The registry of job types and listeners.
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+        &self.0.registry
     }
 
     /// Registers the modules' listeners and job handlers.
@@ -153,8 +160,13 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::Wiring`] on duplicates or unconfigured queues.
     pub fn install(&self, modules: &[&Module]) -> Result<(), RuntimeError> {
-        self.registry
-            .install(modules, &self.db, &self.time, self.jobs(), &self.config)?;
+        self.0.registry.install(
+            modules,
+            &self.0.db,
+            &self.0.time,
+            self.jobs(),
+            &self.0.config,
+        )?;
         self.configure_schedules(modules, &std::collections::BTreeMap::new())
     }
 
@@ -169,14 +181,15 @@ impl Runtime {
         modules: &[&Module],
         overrides: &std::collections::BTreeMap<String, schedule::ScheduleOverride>,
     ) -> Result<(), RuntimeError> {
-        self.schedules
-            .set(schedule::resolve(modules, overrides, &self.registry)?);
+        self.0
+            .schedules
+            .set(schedule::resolve(modules, overrides, &self.0.registry)?);
         Ok(())
     }
 
     /// The schedules in force.
     pub fn schedules(&self) -> std::sync::Arc<Vec<schedule::ActiveSchedule>> {
-        self.schedules.current()
+        self.0.schedules.current()
     }
 
     /// Runs one scheduler pass now on the runtime's pool, as the maintenance leader does each
@@ -186,12 +199,12 @@ impl Runtime {
     /// Fails when the database does.
     pub async fn fire_schedules_now(&self) -> Result<(), sqlx::Error> {
         worker::scheduler::run(worker::scheduler::Pass {
-            db: &self.db,
-            time: &self.time,
-            queue: &self.queue,
-            wakers: &self.wakers,
-            schedules: &self.schedules,
-            grace: worker::scheduler::grace(&self.config),
+            db: &self.0.db,
+            time: &self.0.time,
+            queue: &self.0.queue,
+            wakers: &self.0.wakers,
+            schedules: &self.0.schedules,
+            grace: worker::scheduler::grace(&self.0.config),
         })
         .await
     }
@@ -201,7 +214,7 @@ impl Runtime {
     /// # Errors
     /// Fails when the database does.
     pub async fn schedule_statuses(&self) -> Result<Vec<schedule::ScheduleStatus>, RuntimeError> {
-        Ok(schedule::statuses(&self.db, &self.time, &self.schedules.current()).await?)
+        Ok(schedule::statuses(&self.0.db, &self.0.time, &self.0.schedules.current()).await?)
     }
 
     /// Applies the runtime's and the modules' migrations.
@@ -211,7 +224,7 @@ impl Runtime {
     pub async fn migrate(&self, modules: &[&Module]) -> Result<usize, RuntimeError> {
         let sets: Vec<&[events::Migration]> =
             modules.iter().map(|m| m.migrations.as_slice()).collect();
-        migrate::run(&self.db, &sets).await
+        migrate::run(&self.0.db, &sets).await
     }
 
     /// Starts workers for `queues` (all configured queues when `None`).
@@ -225,10 +238,11 @@ impl Runtime {
     ) -> Result<Workers, RuntimeError> {
         let queues = match queues {
             Some(qs) => {
-                if let Some(unknown) = qs.iter().find(|q| !self.config.queues.contains_key(*q)) {
+                if let Some(unknown) = qs.iter().find(|q| !self.0.config.queues.contains_key(*q)) {
                     return Err(RuntimeError::Wiring(format!(
                         "queue `{unknown}` is not configured (known: {})",
-                        self.config
+                        self.0
+                            .config
                             .queues
                             .keys()
                             .cloned()
@@ -238,7 +252,7 @@ impl Runtime {
                 }
                 qs
             }
-            None => self.config.queues.keys().cloned().collect(),
+            None => self.0.config.queues.keys().cloned().collect(),
         };
         // The runtime's own connections: claims and the writer, the maintenance leader, and
         // the heartbeat each have theirs, so none waits behind handlers or behind another.
@@ -246,63 +260,63 @@ impl Runtime {
         // The leader's statements give up when its step does (see
         // `storage::connect_bounded`), so one stuck step cannot stall the next.
         let own_pool = |size: u32, bounded: Option<std::time::Duration>| async move {
-            if self.database_url.contains(":memory:") {
-                Ok(self.db.clone())
+            if self.0.database_url.contains(":memory:") {
+                Ok(self.0.db.clone())
             } else if let Some(timeout) = bounded {
-                storage::connect_bounded(&self.database_url, size, timeout).await
+                storage::connect_bounded(&self.0.database_url, size, timeout).await
             } else {
-                storage::connect(&self.database_url, size).await
+                storage::connect(&self.0.database_url, size).await
             }
         };
         let work = own_pool(2, None).await?;
         let start = own_pool(1, None).await?;
-        let control = own_pool(2, Some(worker::leader::step_timeout(&self.config))).await?;
+        let control = own_pool(2, Some(worker::leader::step_timeout(&self.0.config))).await?;
         let beat = own_pool(1, None).await?;
-        let fence_after = worker::heartbeat::fence_after(self.config.dead_after);
+        let fence_after = worker::heartbeat::fence_after(self.0.config.dead_after);
         let shared = Arc::new(Shared {
-            db: self.db.clone(),
+            db: self.0.db.clone(),
             work,
             start,
             control,
             beat,
-            time: self.time.clone(),
+            time: self.0.time.clone(),
             liveness: worker::heartbeat::Liveness::new(fence_after),
-            clock: self.clock.clone(),
-            config: self.config.clone(),
-            registry: self.registry.clone(),
-            wakers: self.wakers.clone(),
-            alerts: self.alerts.clone(),
+            clock: self.0.clock.clone(),
+            config: self.0.config.clone(),
+            registry: self.0.registry.clone(),
+            wakers: self.0.wakers.clone(),
+            alerts: self.0.alerts.clone(),
             worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
-            queue: self.queue.clone(),
-            schedules: self.schedules.clone(),
+            queue: self.0.queue.clone(),
+            schedules: self.0.schedules.clone(),
         });
         let (listen_stop, listen_rx) = watch::channel(false);
         let broker_stop = listen_rx.clone();
-        let listener = (self.db.backend() == Backend::Postgres).then(|| {
+        let listener = (self.0.db.backend() == Backend::Postgres).then(|| {
             tokio::spawn(wake::listen_postgres(
-                self.database_url.clone(),
-                self.wakers.clone(),
+                self.0.database_url.clone(),
+                self.0.wakers.clone(),
                 listen_rx,
             ))
         });
         self.declare_backfills().await?;
-        let broker = match &self.config.broker {
+        let broker = match &self.0.config.broker {
             Some(config) => {
                 let relay = broker::relay::Relay {
                     db: own_pool(2, None).await?,
-                    time: self.time.clone(),
+                    time: self.0.time.clone(),
                     config: config.clone(),
                     holder: shared.worker_id.clone(),
-                    lease_ttl: self.config.dead_after,
+                    lease_ttl: self.0.config.dead_after,
                 };
                 let mut tasks = vec![broker::relay::spawn(relay, broker_stop.clone())];
                 if config.consume {
                     let consumers = broker::consume::Consumers {
-                        db: self.db.clone(),
-                        time: self.time.clone(),
+                        db: self.0.db.clone(),
+                        time: self.0.time.clone(),
                         config: config.clone(),
-                        registry: self.registry.clone(),
-                        queue: self.queue.clone(),
+                        registry: self.0.registry.clone(),
+                        queue: self.0.queue.clone(),
                     };
                     tasks.extend(consumers.spawn(broker_stop.clone()));
                 }
@@ -324,7 +338,14 @@ impl Runtime {
     /// # Errors
     /// Fails when the database does; nothing of the batch is then written.
     pub async fn feed_replay(&self, id: &str) -> Result<replay::Fed, replay::ReplayError> {
-        replay::feed(&self.db, &self.time, &self.queue, &self.registry, id).await
+        replay::feed(
+            &self.0.db,
+            &self.0.time,
+            &self.0.queue,
+            &self.0.registry,
+            id,
+        )
+        .await
     }
 
     /// Records every listener's start point in the past (configuration first, then
@@ -335,27 +356,28 @@ impl Runtime {
     /// [`RuntimeError::Wiring`] when configuration names a listener that does not exist; a
     /// database error.
     pub async fn declare_backfills(&self) -> Result<(), RuntimeError> {
-        let known = self.registry.listener_names();
-        if let Some(unknown) = self.config.backfills.keys().find(|n| !known.contains(n)) {
+        let known = self.0.registry.listener_names();
+        if let Some(unknown) = self.0.config.backfills.keys().find(|n| !known.contains(n)) {
             return Err(RuntimeError::Wiring(format!(
                 "[listeners.\"{unknown}\"] names no listener (known: {})",
                 known.join(", ")
             )));
         }
         for name in known {
-            let from = self.config.backfills.get(&name).copied().or_else(|| {
-                self.registry
+            let from = self.0.config.backfills.get(&name).copied().or_else(|| {
+                self.0
+                    .registry
                     .listener(&name)
                     .and_then(|l| l.backfill_from())
             });
             let Some(from) = from else { continue };
             match replay::declare_backfill(
-                &self.db,
-                &self.time,
-                &self.registry,
+                &self.0.db,
+                &self.0.time,
+                &self.0.registry,
                 &name,
                 from,
-                self.config.backfill_rate,
+                self.0.config.backfill_rate,
             )
             .await
             {
@@ -371,7 +393,7 @@ impl Runtime {
     /// Wakes every queue's loop in this process (after a replay, or when a test moved the
     /// clock).
     pub fn wake_all(&self) {
-        self.wakers.wake_all();
+        self.0.wakers.wake_all();
     }
 }
 

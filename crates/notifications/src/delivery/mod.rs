@@ -158,7 +158,7 @@ impl HandleJob<DeliverWebhook> for Deliverer {
                 .with_detail(json!({"endpoint_id": job.endpoint_id})));
         }
         // Waiting for the endpoint's turn is not an attempt: hand the job back unspent.
-        let _permit = self
+        let permit = self
             .throttle
             .wait_for_turn(
                 job.endpoint_id,
@@ -264,6 +264,8 @@ impl HandleJob<DeliverWebhook> for Deliverer {
             Err(err) => Err(err),
         };
         let elapsed = started.elapsed();
+        // The endpoint's turn ends with its answer: logging the attempt does not load it.
+        drop(permit);
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let status_class = match &outcome {
             Ok((status, _, _)) => format!("{}xx", status.as_u16() / 100),
