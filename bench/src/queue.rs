@@ -312,13 +312,16 @@ async fn round(opts: &Options, fresh: &Fresh) -> anyhow::Result<Round> {
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..callers {
             let share = opts.jobs / callers + usize::from(c < opts.jobs % callers);
-            let db = rt.db().clone();
-            let jobs = rt.jobs();
+            let rt = rt.clone();
             tasks.spawn(async move {
                 for i in 0..share {
-                    let mut tx = db.begin().await?;
-                    jobs.enqueue(&mut tx, noop_job(i)).await?;
-                    tx.commit().await?;
+                    // As a request handler enqueues: replicas are woken after the commit.
+                    rt.after_commit(async {
+                        let mut tx = rt.db().begin().await?;
+                        rt.jobs().enqueue(&mut tx, noop_job(i)).await?;
+                        tx.commit().await
+                    })
+                    .await?;
                 }
                 Ok::<(), sqlx::Error>(())
             });

@@ -86,7 +86,7 @@ impl Runtime {
         let config = Arc::new(config);
         let time = DbTime::new(db.backend(), clock.clone());
         let registry = Arc::new(Registry::default());
-        let wakers = Arc::new(Wakers::new(config.queues.keys()));
+        let wakers = Arc::new(Wakers::new(config.queues.keys()).with_notifier(&db));
         let queue = Arc::new(SqlJobQueue::new(
             time.clone(),
             config.clone(),

@@ -131,13 +131,21 @@ impl SqlJobQueue {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // Replicas are woken after the commit (`wake::Notifier`), so the transaction tells
+        // the insert trigger not to notify: a notifying commit takes a database-wide lock.
+        // Set in `RETURNING`, which PostgreSQL evaluates before the statement's triggers.
+        let defer = if self.wakers.notifies_after_commit() {
+            ", set_config('keel.notify_after_commit', 'on', true) AS deferred_notify"
+        } else {
+            ""
+        };
         let sql = self.time.sql(&format!(
             "INSERT INTO keel_jobs (id, queue, job_type, payload, state, priority, run_at, \
              max_attempts, unique_key, idempotency_key, correlation_id, causation_id, enqueued_at, \
              traceparent) \
              VALUES {values} \
              ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
-             RETURNING id"
+             RETURNING id{defer}"
         ));
         let correlation = correlation_id.as_str();
         // The enqueuing span, so the job's attempts continue its trace (`None` unless the

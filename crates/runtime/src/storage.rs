@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use events::{Backend, Db};
+use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Connection, Executor};
 
 use crate::error::RuntimeError;
 
@@ -19,11 +19,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a SQLite statement waits for the write lock before failing with `database is
 /// locked`.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a PostgreSQL connection may sit idle in the pool before it is pinged on
-/// check-out: HikariCP's `aliveBypassWindowMs`, for the same reason. One killed within
-/// that window of its last use fails its next statement once and is replaced.
-const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 /// Which backend a URL selects.
 ///
@@ -99,19 +94,12 @@ async fn connect_with(
             let options = AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                // sqlx pings every connection it takes back (and closes a broken one), so a
-                // connection used a moment ago is known to be alive, and a check-out ping
-                // would cost every transaction a round trip. Only one idle for a while —
-                // across a database restart, say — is pinged before it is handed out.
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_AFTER_IDLE {
-                            conn.ping().await?;
-                        }
-                        Ok(true)
-                    })
-                })
+                // Every check-out pings (a round trip): a connection killed a moment ago
+                // (`pg_terminate_backend`, a failover) is replaced here instead of failing a
+                // request or a job's attempt. Checking only connections idle for 500 ms was
+                // measured and dropped (BENCHMARKS.md, 2026-12-07): no gain beyond the noise,
+                // and jobs started right after a mass kill lost an attempt.
+                .test_before_acquire(true)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if let Some(ms) = timeout_ms {

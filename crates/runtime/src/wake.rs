@@ -6,15 +6,18 @@
 //! PostgreSQL) the enqueue's `pg_notify` travels on commit to every process's `LISTEN`
 //! connection. When that connection drops, the listener reconnects with backoff and wakes
 //! every queue (notifications may have been missed); the workers' fallback poll keeps jobs
-//! moving in the meantime.
+//! moving in the meantime. An enqueue inside [`Wakers::after_commit`] on PostgreSQL leaves
+//! that `NOTIFY` to the scope's end, where it is sent out of the transaction (`Notifier`):
+//! notifying commits take a database-wide lock and run one at a time.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use events::{Backend, Db};
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// The PostgreSQL channel enqueues notify; the payload is the queue name.
 pub const CHANNEL: &str = "keel_jobs";
@@ -23,6 +26,8 @@ pub const CHANNEL: &str = "keel_jobs";
 #[derive(Debug, Default)]
 pub struct Wakers {
     queues: HashMap<String, Arc<Notify>>,
+    /// PostgreSQL: wakes the other replicas after a commit (see [`Notifier`]).
+    notifier: Option<Notifier>,
 }
 
 impl Wakers {
@@ -33,7 +38,23 @@ impl Wakers {
                 .into_iter()
                 .map(|q| (q.clone(), Arc::new(Notify::new())))
                 .collect(),
+            notifier: None,
         }
+    }
+
+    /// These signals, and on PostgreSQL the other replicas' too: after an
+    /// [`Wakers::after_commit`] scope, through a `NOTIFY` of their own.
+    pub fn with_notifier(mut self, db: &Db) -> Self {
+        if db.backend() == Backend::Postgres {
+            self.notifier = Some(Notifier::new(db.clone()));
+        }
+        self
+    }
+
+    /// Whether an enqueue here will be followed by a `NOTIFY` after its commit, so its
+    /// transaction need not notify (see the `keel_jobs_notify` trigger).
+    pub fn notifies_after_commit(&self) -> bool {
+        self.notifier.is_some() && PENDING.try_with(|_| ()).is_ok()
     }
 
     /// The signal of one queue.
@@ -106,6 +127,61 @@ impl Drop for WakeOnDrop {
         };
         for queue in queues {
             self.wakers.wake(&queue);
+            if let Some(notifier) = &self.wakers.notifier {
+                notifier.notify(queue);
+            }
+        }
+    }
+}
+
+/// Sends the `NOTIFY` of jobs enqueued inside an [`Wakers::after_commit`] scope once the
+/// scope has ended, out of their transaction, many commits' worth in one statement.
+///
+/// A transaction that notifies holds a database-wide lock through its commit, so notifying
+/// commits run one at a time; out here, the enqueuing transactions commit side by side, and
+/// one small statement wakes the replicas for all of them. If this process dies between a
+/// commit and its `NOTIFY`, the other replicas find the job at their next poll.
+#[derive(Debug)]
+struct Notifier {
+    db: Db,
+    /// Started on first use, on the runtime that enqueues.
+    sender: OnceLock<mpsc::UnboundedSender<String>>,
+}
+
+impl Notifier {
+    fn new(db: Db) -> Self {
+        Self {
+            db,
+            sender: OnceLock::new(),
+        }
+    }
+
+    /// Queues a `NOTIFY` for `queue`.
+    fn notify(&self, queue: String) {
+        let sender = self.sender.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(send_notifies(self.db.clone(), receiver));
+            sender
+        });
+        let _ = sender.send(queue);
+    }
+}
+
+/// Notifies, once per queue, whatever has gathered; ends when the [`Notifier`] is gone.
+async fn send_notifies(db: Db, mut queues: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::new();
+    while queues.recv_many(&mut batch, 256).await > 0 {
+        let distinct: BTreeSet<String> = batch.drain(..).collect();
+        let calls = (1..=distinct.len())
+            .map(|i| format!("pg_notify('{CHANNEL}', ${i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {calls}")));
+        for queue in &distinct {
+            query = query.bind(queue.as_str());
+        }
+        if let Err(e) = query.execute(db.pool()).await {
+            tracing::warn!(error = %e, "could not NOTIFY the other replicas; they poll instead");
         }
     }
 }

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use runtime::admin;
-
 use tests::harness::WAIT;
 use tests::process::{WorkerProcess, WorkerTiming};
 use tests::testkit::{Plan, Run};
@@ -241,19 +239,52 @@ async fn workers_carry_on_after_every_database_connection_is_killed(db: TestDb) 
         Some(id)
     })
     .await;
-    // A pooled connection used just before the kill is not pinged when next checked out
-    // (`PING_AFTER_IDLE`): its next statement fails once and the pool replaces it. So the
-    // reads here may fail a few times too.
-    eventually(
-        WAIT,
-        "the job enqueued after the kill to complete",
-        || async {
-            let job = admin::show_job(&rt.db, &after.to_string()).await.ok()?;
-            (job.state == "completed").then_some(job)
-        },
-    )
-    .await;
+    rt.wait_for_state(after, "completed").await;
     workers.shutdown().await;
+}
+
+postgres_only!(an_enqueue_inside_after_commit_notifies_the_other_replicas_after_its_commit);
+
+async fn an_enqueue_inside_after_commit_notifies_the_other_replicas_after_its_commit(db: TestDb) {
+    let rt = TestRuntime::new(&db).await;
+    // What another replica's LISTEN connection hears.
+    let mut replica = sqlx::postgres::PgListener::connect(rt.url()).await.unwrap();
+    replica.listen(runtime::wake::CHANNEL).await.unwrap();
+    // Enqueued as an HTTP handler enqueues: the transaction leaves the insert trigger's
+    // NOTIFY out, and the runtime notifies once the commit is done.
+    let id = rt
+        .runtime
+        .after_commit(async {
+            let mut tx = rt.db.begin().await.unwrap();
+            let job = events::NewJob::of(&Run(Plan::new("woken"))).unwrap();
+            let id = rt.runtime.jobs().enqueue(&mut tx, job).await.unwrap();
+            let deferred: Option<String> =
+                sqlx::query_scalar("SELECT current_setting('keel.notify_after_commit', true)")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                deferred.as_deref(),
+                Some("on"),
+                "the transaction leaves its NOTIFY to after the commit"
+            );
+            tx.commit().await.unwrap();
+            id.unwrap()
+        })
+        .await;
+    let heard = tokio::time::timeout(WAIT, replica.recv())
+        .await
+        .expect("no NOTIFY reached the other replica")
+        .unwrap();
+    assert_eq!(heard.payload(), tests::testkit::QUEUE);
+    // Outside such a scope (a CLI command, say), the trigger still notifies at commit.
+    let other = rt.enqueue(Plan::new("plain")).await;
+    let heard = tokio::time::timeout(WAIT, replica.recv())
+        .await
+        .expect("the trigger's NOTIFY did not come")
+        .unwrap();
+    assert_eq!(heard.payload(), tests::testkit::QUEUE);
+    assert_ne!(id, other);
 }
 
 both_backends!(a_worker_process_stopped_with_sigterm_hands_back_its_job_and_exits_0);
