@@ -79,10 +79,9 @@ impl Wakers {
     /// Wakes `queue` for a job just enqueued on a transaction that has not committed yet:
     /// when the enclosing [`Wakers::after_commit`] ends, or at once outside one.
     ///
-    /// A loop woken before the commit finds nothing to claim: on PostgreSQL it then waits
-    /// for the insert's `NOTIFY` to come back through `LISTEN`, and on SQLite its claim
-    /// queues behind the open transaction's write lock in the busy handler's sleeps.
-    /// Either costs the idle chain about a millisecond.
+    /// A loop woken before the commit finds nothing to claim: on PostgreSQL it runs an
+    /// empty claim and waits for the insert's `NOTIFY`, and on SQLite its claim queues
+    /// behind the open transaction's write lock in the busy handler's sleeps.
     pub fn wake_when_committed(&self, queue: &str) {
         let deferred = PENDING.try_with(|pending| {
             if let Ok(mut queues) = pending.lock() {
@@ -156,13 +155,22 @@ impl Notifier {
         }
     }
 
-    /// Queues a `NOTIFY` for `queue`.
+    /// Queues a `NOTIFY` for `queue`. A scope that ends outside any tokio runtime (dropped
+    /// while one shuts down) sends none: the other replicas' poll finds the job.
     fn notify(&self, queue: String) {
-        let sender = self.sender.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(send_notifies(self.db.clone(), receiver));
-            sender
-        });
+        let sender = match self.sender.get() {
+            Some(sender) => sender,
+            None => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                self.sender.get_or_init(|| {
+                    let (sender, receiver) = mpsc::unbounded_channel();
+                    runtime.spawn(send_notifies(self.db.clone(), receiver));
+                    sender
+                })
+            }
+        };
         let _ = sender.send(queue);
     }
 }
