@@ -383,7 +383,7 @@ CREATE TRIGGER keel_jobs_notify AFTER INSERT ON keel_jobs
 
 /// A transaction that notified holds a database-wide lock from the start of its commit to
 /// its end, so notifying commits run one at a time (`keel-bench notify`: one-row inserts
-/// stop at ~10 k/s with the trigger, ~19–23 k without, from 4 clients up). An enqueue made
+/// stop at ~10 k/s with the trigger, ~17–21 k without, from 4 clients up). An enqueue made
 /// where the runtime wakes replicas itself once the transaction has committed
 /// (`wake::Notifier`) sets `keel.notify_after_commit` for its transaction, and the trigger
 /// leaves the `NOTIFY` to it; any other enqueue (a CLI command, a test) still notifies here.
